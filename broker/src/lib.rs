@@ -1,1 +1,160 @@
+//! # finstream-broker
+//!
+//! A minimal Kafka-wire-compatible broker with a sled-backed log. One node, no
+//! replication; enough of the protocol for librdkafka, kcat and the mainstream clients
+//! to produce, fetch and administer topics.
+//!
+//! Layers (see `docs/architecture.md`): [`frame`] (length-prefixed frames, size checks) ->
+//! [`connection`] (ordered request pipeline per socket) -> [`api`] (one module per Kafka
+//! API, sans-io) -> [`state`] (topics, partitions, high watermarks) -> [`storage`]
+//! (the `Log`/`Store` traits, sled and in-memory), with [`flush`] doing group commit.
 
+pub mod api;
+pub mod batch;
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod flush;
+pub mod frame;
+mod ids;
+pub mod server;
+pub mod state;
+pub mod storage;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub use config::BrokerConfig;
+pub use error::{BrokerError, StorageError};
+
+use state::State;
+use storage::{memory::MemoryStore, sled::SledStore, Store};
+
+/// A broker that is accepting connections.
+pub struct RunningBroker {
+    local_addr: SocketAddr,
+    state: Arc<State>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), BrokerError>>,
+}
+
+impl RunningBroker {
+    /// The address the listener is bound to (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// `host:port` announced to clients; use this as `bootstrap.servers`.
+    pub fn bootstrap_servers(&self) -> String {
+        format!("{}:{}", self.state.advertised.0, self.state.advertised.1)
+    }
+
+    /// Shared state (topics, partitions), e.g. for status pages and tests.
+    pub fn state(&self) -> &Arc<State> {
+        &self.state
+    }
+
+    /// Stops accepting, finishes in-flight requests, flushes to disk and returns.
+    pub async fn shutdown(self) -> Result<(), BrokerError> {
+        let _ = self.shutdown.send(true);
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => Err(BrokerError::Io(std::io::Error::other(e.to_string()))),
+        }
+    }
+}
+
+fn advertised(config: &BrokerConfig, local: SocketAddr) -> Result<(String, i32), BrokerError> {
+    if let Some(adv) = &config.advertised_listener {
+        let (host, port) = adv.rsplit_once(':').ok_or_else(|| {
+            BrokerError::Config(format!("advertised listener '{adv}' is not HOST:PORT"))
+        })?;
+        let port: u16 = port.parse().map_err(|_| {
+            BrokerError::Config(format!("advertised listener '{adv}' has a bad port"))
+        })?;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        return Ok((host.to_string(), i32::from(port)));
+    }
+    let host = if local.ip().is_unspecified() {
+        tracing::warn!(
+            "listening on {local} without --advertised-listener: announcing 127.0.0.1, \
+             remote clients will need --advertised-listener"
+        );
+        "127.0.0.1".to_string()
+    } else {
+        local.ip().to_string()
+    };
+    Ok((host, i32::from(local.port())))
+}
+
+/// Opens the store, recovers state, binds the listener and starts serving.
+pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
+    if config.default_partitions < 1 || config.default_partitions > config::MAX_PARTITIONS {
+        return Err(BrokerError::Config(format!(
+            "default partitions must be 1..={}, got {}",
+            config::MAX_PARTITIONS,
+            config.default_partitions
+        )));
+    }
+    let store: Arc<dyn Store> = match &config.data_dir {
+        Some(dir) => {
+            let dir = dir.clone();
+            let cache = config.cache_bytes;
+            tokio::task::spawn_blocking(move || SledStore::open(&dir, cache))
+                .await
+                .map_err(|e| BrokerError::Io(std::io::Error::other(e.to_string())))??
+                .into_arc()
+        }
+        None => Arc::new(MemoryStore::new(ids::new_cluster_id())),
+    };
+    let listener = TcpListener::bind(&config.listen)
+        .await
+        .map_err(|source| BrokerError::Bind {
+            addr: config.listen.clone(),
+            source,
+        })?;
+    let local_addr = listener.local_addr()?;
+    let advertised = advertised(&config, local_addr)?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let state = State::recover(config, store, advertised, shutdown_rx.clone())?;
+    tracing::info!(
+        listen = %local_addr,
+        advertised = %format!("{}:{}", state.advertised.0, state.advertised.1),
+        cluster_id = %state.cluster_id,
+        "broker ready"
+    );
+    let task_state = state.clone();
+    let task = tokio::spawn(async move {
+        let mut rx = shutdown_rx;
+        server::run(listener, task_state.clone(), async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        })
+        .await;
+        let s = task_state.clone();
+        tokio::task::spawn_blocking(move || s.sync())
+            .await
+            .map_err(|e| BrokerError::Io(std::io::Error::other(e.to_string())))??;
+        tracing::info!("broker stopped, data flushed");
+        Ok(())
+    });
+    Ok(RunningBroker {
+        local_addr,
+        state,
+        shutdown: shutdown_tx,
+        task,
+    })
+}
+
+trait IntoArcStore {
+    fn into_arc(self) -> Arc<dyn Store>;
+}
+
+impl IntoArcStore for SledStore {
+    fn into_arc(self) -> Arc<dyn Store> {
+        Arc::new(self)
+    }
+}

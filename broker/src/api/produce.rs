@@ -1,0 +1,126 @@
+//! Produce: validate each batch, append in request order, then (acks 1/-1) answer once
+//! the group-commit flush covering every appended batch is done.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+
+use super::{str_bytes, Reply};
+use crate::batch;
+use crate::state::State;
+
+fn partition_error(index: i32, code: ResponseError, msg: String) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_index(index)
+        .with_error_code(code.code())
+        .with_base_offset(-1)
+        .with_log_append_time_ms(-1)
+        .with_log_start_offset(-1)
+        .with_error_message(Some(str_bytes(msg)))
+}
+
+pub fn handle(state: &Arc<State>, req: ProduceRequest, version: i16) -> Reply {
+    let acks = req.acks;
+    let mut marks = Vec::new();
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    for topic_data in req.topic_data {
+        let name = topic_data.name.to_string();
+        let topic = state.topic_or_create(&name, true);
+        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
+        for pd in topic_data.partition_data {
+            let index = pd.index;
+            if !matches!(acks, -1..=1) {
+                partitions.push(partition_error(
+                    index,
+                    ResponseError::InvalidRequiredAcks,
+                    format!("acks={acks}; only -1, 0 and 1 are valid"),
+                ));
+                continue;
+            }
+            let partition = match &topic {
+                Ok(t) => t.partition(index).cloned(),
+                Err(_) => None,
+            };
+            let Some(partition) = partition else {
+                let (code, msg) = match &topic {
+                    Err(e) => (e.code, e.message.clone()),
+                    Ok(_) => (
+                        ResponseError::UnknownTopicOrPartition,
+                        format!("topic '{name}' has no partition {index}"),
+                    ),
+                };
+                partitions.push(partition_error(index, code, msg));
+                continue;
+            };
+            let records = pd.records.unwrap_or_default();
+            let info = match batch::validate(&records, state.config.max_message_bytes) {
+                Ok(info) => info,
+                Err(e) => {
+                    tracing::warn!(topic = %name, partition = index, "rejected batch: {e}");
+                    let code = ResponseError::try_from_code(e.code())
+                        .unwrap_or(ResponseError::CorruptMessage);
+                    partitions.push(partition_error(index, code, e.to_string()));
+                    continue;
+                }
+            };
+            match partition
+                .log
+                .append(&records, info.last_offset_delta, info.max_timestamp)
+            {
+                Ok(base) => {
+                    marks.push((partition.clone(), base + i64::from(info.last_offset_delta) + 1));
+                    partitions.push(
+                        PartitionProduceResponse::default()
+                            .with_index(index)
+                            .with_base_offset(base)
+                            .with_log_append_time_ms(-1)
+                            .with_log_start_offset(partition.log.log_start_offset()),
+                    );
+                }
+                Err(e) => {
+                    tracing::error!(topic = %name, partition = index, "append failed: {e}");
+                    partitions.push(partition_error(
+                        index,
+                        ResponseError::KafkaStorageError,
+                        e.to_string(),
+                    ));
+                }
+            }
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(topic_data.name)
+                .with_partition_responses(partitions),
+        );
+    }
+    let response = ProduceResponse::default().with_responses(responses);
+    if acks == 0 {
+        state.flusher.request(marks, None);
+        return Reply::Nothing;
+    }
+    if marks.is_empty() {
+        return Reply::Ready(response.into(), version);
+    }
+    let flusher = state.flusher.clone();
+    Reply::Later(
+        Box::pin(async move {
+            let durable = flusher.flush(marks).await;
+            let mut response = response;
+            if !durable {
+                for t in &mut response.responses {
+                    for p in &mut t.partition_responses {
+                        if p.error_code == 0 {
+                            p.error_code = ResponseError::KafkaStorageError.code();
+                            p.error_message = Some(str_bytes("flush to disk failed"));
+                        }
+                    }
+                }
+            }
+            response.into()
+        }),
+        version,
+    )
+}
+

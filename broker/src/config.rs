@@ -1,0 +1,53 @@
+//! Broker configuration.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything `finstream broker` can be told. Defaults follow Kafka's where one exists.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Address to listen on, `host:port`; port 0 picks a free port.
+    pub listen: String,
+    /// Data directory for the sled store; `None` keeps everything in memory (tests only).
+    pub data_dir: Option<PathBuf>,
+    /// `host:port` announced to clients in Metadata; defaults to the bound address.
+    pub advertised_listener: Option<String>,
+    /// Create unknown topics on Metadata/Produce (Kafka's `auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics (`num.partitions`).
+    pub default_partitions: i32,
+    /// Largest accepted record batch (`message.max.bytes`), default 1 MiB.
+    pub max_message_bytes: usize,
+    /// Largest accepted request frame (`socket.request.max.bytes`), default 100 MiB.
+    pub max_request_bytes: usize,
+    /// Concurrent client connections; further clients wait in the accept backlog.
+    pub max_connections: usize,
+    /// A connection that sends no complete request for this long is closed
+    /// (`connections.max.idle.ms`, default 10 minutes).
+    pub idle_timeout: Duration,
+    /// Node id announced in Metadata.
+    pub node_id: i32,
+    /// sled page cache size in bytes.
+    pub cache_bytes: u64,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: "127.0.0.1:9092".into(),
+            data_dir: None,
+            advertised_listener: None,
+            auto_create_topics: true,
+            default_partitions: 1,
+            max_message_bytes: 1024 * 1024,
+            max_request_bytes: 100 * 1024 * 1024,
+            max_connections: 10_000,
+            idle_timeout: Duration::from_secs(600),
+            node_id: 1,
+            cache_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Largest partition count a topic may have.
+pub const MAX_PARTITIONS: i32 = 10_000;

@@ -1,0 +1,161 @@
+//! One client connection: a reader that decodes requests and applies them in order, and a
+//! writer that sends the responses in the same order (Kafka requires it), so a slow response
+//! (a flush, a long poll) does not stop later requests from being decoded and applied.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader, ResponseKind};
+use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
+use tokio::io::{AsyncWriteExt, BufWriter};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::TcpStream;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::api::{self, Reply};
+use crate::error::ConnectionError;
+use crate::frame::{self, MIN_REQUEST_LEN};
+use crate::state::State;
+
+/// Responses computed or in progress, waiting for their turn on the socket.
+const MAX_IN_FLIGHT: usize = 64;
+
+struct Pending {
+    correlation_id: i32,
+    api_key: ApiKey,
+    reply: Reply,
+}
+
+/// Decodes the request header. The frame is at least [`MIN_REQUEST_LEN`] bytes long.
+pub fn decode_header(frame: &mut Bytes) -> Result<(RequestHeader, ApiKey), ConnectionError> {
+    let raw_key = i16::from_be_bytes([frame[0], frame[1]]);
+    let raw_version = i16::from_be_bytes([frame[2], frame[3]]);
+    let key = ApiKey::try_from(raw_key).map_err(|_| ConnectionError::UnsupportedApi {
+        api_key: raw_key,
+        api_version: raw_version,
+    })?;
+    let header =
+        decode_request_header_from_buffer(frame).map_err(|e| ConnectionError::Malformed {
+            api_key: raw_key,
+            api_version: raw_version,
+            detail: format!("request header: {e}"),
+        })?;
+    Ok((header, key))
+}
+
+/// Encodes a response frame: length, header, body.
+pub fn encode_response(
+    correlation_id: i32,
+    api_key: ApiKey,
+    version: i16,
+    body: &ResponseKind,
+) -> Result<Bytes, ConnectionError> {
+    let mut buf = BytesMut::with_capacity(256);
+    buf.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut buf, api_key.response_header_version(version))
+        .map_err(|e| ConnectionError::Encode(e.to_string()))?;
+    body.encode(&mut buf, version)
+        .map_err(|e| ConnectionError::Encode(e.to_string()))?;
+    let len = (buf.len() - 4) as i32;
+    buf[0..4].copy_from_slice(&len.to_be_bytes());
+    Ok(buf.freeze())
+}
+
+/// Serves one connection until EOF, an error or shutdown. Errors close only this
+/// connection and are logged with the peer address.
+pub async fn serve(
+    state: Arc<State>,
+    socket: TcpStream,
+    peer: SocketAddr,
+    mut shutdown: broadcast::Receiver<()>,
+) {
+    let _ = socket.set_nodelay(true);
+    let (mut reader, writer) = socket.into_split();
+    let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
+    let writer = tokio::spawn(write_loop(writer, rx, peer));
+    let idle = state.config.idle_timeout;
+    let max = state.config.max_request_bytes;
+    loop {
+        let frame = tokio::select! {
+            f = tokio::time::timeout(idle, frame::read_frame(&mut reader, max)) => f,
+            _ = shutdown.recv() => break,
+        };
+        let mut frame = match frame {
+            Ok(Ok(Some(f))) => f,
+            Ok(Ok(None)) => {
+                tracing::debug!(%peer, "client closed the connection");
+                break;
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(%peer, "closing connection: {e}");
+                break;
+            }
+            Err(_) => {
+                tracing::info!(%peer, "closing connection: {}", ConnectionError::Idle(idle));
+                break;
+            }
+        };
+        debug_assert!(frame.len() >= MIN_REQUEST_LEN);
+        let (header, api_key) = match decode_header(&mut frame) {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::warn!(%peer, "closing connection: {e}");
+                break;
+            }
+        };
+        let reply = match api::dispatch(&state, &header, frame) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(
+                    %peer,
+                    client_id = header.client_id.as_deref().unwrap_or(""),
+                    "closing connection: {e}"
+                );
+                break;
+            }
+        };
+        let pending = Pending {
+            correlation_id: header.correlation_id,
+            api_key,
+            reply,
+        };
+        if tx.send(pending).await.is_err() {
+            break; // writer failed; it logged why
+        }
+    }
+    drop(tx);
+    let _ = writer.await;
+}
+
+async fn write_loop(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, peer: SocketAddr) {
+    let mut out = BufWriter::with_capacity(64 * 1024, writer);
+    while let Some(p) = rx.recv().await {
+        let (body, version) = match p.reply {
+            Reply::Nothing => continue,
+            Reply::Ready(body, v) => (body, v),
+            Reply::Later(fut, v) => (fut.await, v),
+        };
+        let frame = match encode_response(p.correlation_id, p.api_key, version, &body) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(%peer, api = ?p.api_key, version, "{e}");
+                return;
+            }
+        };
+        if let Err(e) = out.write_all(&frame).await {
+            tracing::debug!(%peer, "write failed: {e}");
+            return;
+        }
+        if rx.is_empty() {
+            if let Err(e) = out.flush().await {
+                tracing::debug!(%peer, "write failed: {e}");
+                return;
+            }
+        }
+    }
+    let _ = out.flush().await;
+    let _ = out.shutdown().await;
+}

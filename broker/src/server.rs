@@ -1,0 +1,62 @@
+//! The TCP listener: a connection limit, one task per connection, and graceful shutdown
+//! by broadcast + drain (as in mini-redis).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc, Semaphore};
+
+use crate::connection;
+use crate::state::State;
+
+/// Accepts connections until `shutdown` resolves, then stops accepting, tells every
+/// connection to finish its in-flight requests, and waits until all have.
+pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl std::future::Future) {
+    let (notify_shutdown, _) = broadcast::channel::<()>(1);
+    let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
+    let limit = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
+    tokio::select! {
+        _ = accept_loop(&listener, &state, &limit, &notify_shutdown, &done_tx) => {}
+        _ = shutdown => tracing::info!("shutting down: no new connections, draining in-flight requests"),
+    }
+    drop(listener);
+    drop(notify_shutdown);
+    drop(done_tx);
+    let _ = done_rx.recv().await;
+}
+
+async fn accept_loop(
+    listener: &TcpListener,
+    state: &Arc<State>,
+    limit: &Arc<Semaphore>,
+    notify_shutdown: &broadcast::Sender<()>,
+    done_tx: &mpsc::Sender<()>,
+) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let (socket, peer) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                // EMFILE and friends: wait and retry rather than spin or die.
+                tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(10);
+        tracing::debug!(%peer, "accepted connection");
+        let state = state.clone();
+        let shutdown = notify_shutdown.subscribe();
+        let done = done_tx.clone();
+        tokio::spawn(async move {
+            connection::serve(state, socket, peer, shutdown).await;
+            drop(permit);
+            drop(done);
+        });
+    }
+}

@@ -1,0 +1,312 @@
+//! Shared broker state: the topic registry, partitions and their high watermarks.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use kafka_protocol::ResponseError;
+use tokio::sync::watch;
+
+use crate::config::{BrokerConfig, MAX_PARTITIONS};
+use crate::error::StorageError;
+use crate::flush::Flusher;
+use crate::storage::{Log, Store, TopicMeta};
+
+/// One partition: its log and the high watermark consumers may read up to.
+pub struct Partition {
+    /// Topic name.
+    pub topic: Arc<str>,
+    /// Partition index.
+    pub index: i32,
+    /// The log.
+    pub log: Arc<dyn Log>,
+    /// Offsets below this are durable and visible to consumers.
+    hw: AtomicI64,
+}
+
+impl Partition {
+    /// The high watermark: everything below it has been flushed to disk.
+    pub fn high_watermark(&self) -> i64 {
+        self.hw.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn advance_high_watermark(&self, to: i64) {
+        self.hw.fetch_max(to, Ordering::AcqRel);
+    }
+}
+
+/// A topic and its partitions.
+pub struct Topic {
+    /// Name.
+    pub name: Arc<str>,
+    /// Topic id.
+    pub id: uuid::Uuid,
+    /// Partitions, index = partition number.
+    pub partitions: Vec<Arc<Partition>>,
+}
+
+impl Topic {
+    /// Partition `p`, if it exists.
+    pub fn partition(&self, p: i32) -> Option<&Arc<Partition>> {
+        usize::try_from(p).ok().and_then(|i| self.partitions.get(i))
+    }
+}
+
+/// Checks a topic name against Kafka's rules: 1-249 chars of `[a-zA-Z0-9._-]`, not `.`/`..`.
+pub fn validate_topic_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("topic name is empty".into());
+    }
+    if name == "." || name == ".." {
+        return Err(format!("topic name cannot be '{name}'"));
+    }
+    if name.len() > 249 {
+        return Err(format!("topic name is {} characters, at most 249 are allowed", name.len()));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
+        return Err(format!(
+            "topic name '{name}' contains '{c}'; only ASCII alphanumerics, '.', '_' and '-' are allowed"
+        ));
+    }
+    Ok(())
+}
+
+/// Why a topic operation failed, with the Kafka error code to send.
+#[derive(Debug)]
+pub struct TopicError {
+    /// Kafka error code.
+    pub code: ResponseError,
+    /// Message for the client and the log.
+    pub message: String,
+}
+
+impl TopicError {
+    fn new(code: ResponseError, message: impl Into<String>) -> Self {
+        TopicError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StorageError> for TopicError {
+    fn from(e: StorageError) -> Self {
+        tracing::error!("storage error: {e}");
+        TopicError::new(ResponseError::KafkaStorageError, e.to_string())
+    }
+}
+
+/// The broker's shared state; one per running broker, shared by all connections.
+pub struct State {
+    /// Configuration.
+    pub config: BrokerConfig,
+    /// Cluster id from the store.
+    pub cluster_id: String,
+    /// Host and port announced in Metadata.
+    pub advertised: (String, i32),
+    store: Arc<dyn Store>,
+    topics: RwLock<HashMap<Arc<str>, Arc<Topic>>>,
+    /// Serialises topic creation and deletion.
+    admin: Mutex<()>,
+    /// Group-commit flusher.
+    pub flusher: Flusher,
+    /// Bumped whenever high watermarks advance; long-polling fetches wait on it.
+    pub hw_changed: watch::Receiver<u64>,
+    /// Becomes `true` when the broker shuts down; long polls end early.
+    pub shutting_down: watch::Receiver<bool>,
+}
+
+impl State {
+    /// Recovers every topic from `store` and starts the flusher.
+    pub fn recover(
+        config: BrokerConfig,
+        store: Arc<dyn Store>,
+        advertised: (String, i32),
+        shutting_down: watch::Receiver<bool>,
+    ) -> Result<Arc<Self>, StorageError> {
+        let (hw_tx, hw_rx) = watch::channel(0u64);
+        let flusher = Flusher::start(store.clone(), hw_tx);
+        let mut topics = HashMap::new();
+        for meta in store.topics()? {
+            let topic = Self::open_topic(&*store, &meta)?;
+            tracing::info!(
+                topic = %meta.name,
+                partitions = meta.partitions,
+                "recovered topic"
+            );
+            topics.insert(topic.name.clone(), topic);
+        }
+        Ok(Arc::new(State {
+            cluster_id: store.cluster_id(),
+            config,
+            advertised,
+            store,
+            topics: RwLock::new(topics),
+            admin: Mutex::new(()),
+            flusher,
+            hw_changed: hw_rx,
+            shutting_down,
+        }))
+    }
+
+    fn open_topic(store: &dyn Store, meta: &TopicMeta) -> Result<Arc<Topic>, StorageError> {
+        let name: Arc<str> = meta.name.as_str().into();
+        let mut partitions = Vec::with_capacity(meta.partitions as usize);
+        for p in 0..meta.partitions {
+            let log = store.open_log(&meta.name, p)?;
+            // Everything found on disk after a restart counts as durable.
+            let hw = AtomicI64::new(log.log_end_offset());
+            partitions.push(Arc::new(Partition {
+                topic: name.clone(),
+                index: p,
+                log,
+                hw,
+            }));
+        }
+        Ok(Arc::new(Topic {
+            name,
+            id: uuid::Uuid::from_bytes(meta.id),
+            partitions,
+        }))
+    }
+
+    /// The topic called `name`, if it exists.
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(name)
+            .cloned()
+    }
+
+    /// The topic with id `id`, if it exists.
+    pub fn topic_by_id(&self, id: uuid::Uuid) -> Option<Arc<Topic>> {
+        self.topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .find(|t| t.id == id)
+            .cloned()
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut all: Vec<_> = self
+            .topics
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Checks whether a topic could be created, without creating it.
+    pub fn check_new_topic(&self, name: &str, partitions: i32) -> Result<(), TopicError> {
+        validate_topic_name(name)
+            .map_err(|m| TopicError::new(ResponseError::InvalidTopicException, m))?;
+        if !(1..=MAX_PARTITIONS).contains(&partitions) {
+            return Err(TopicError::new(
+                ResponseError::InvalidPartitions,
+                format!("{partitions} partitions requested; allowed is 1 to {MAX_PARTITIONS}"),
+            ));
+        }
+        if self.topic(name).is_some() {
+            return Err(TopicError::new(
+                ResponseError::TopicAlreadyExists,
+                format!("topic '{name}' already exists"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Creates a topic with `partitions` partitions.
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<Arc<Topic>, TopicError> {
+        let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        self.check_new_topic(name, partitions)?;
+        let meta = TopicMeta {
+            name: name.to_string(),
+            id: crate::ids::new_topic_id(),
+            partitions,
+        };
+        self.store.create_topic(&meta)?;
+        let topic = Self::open_topic(&*self.store, &meta)?;
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(topic.name.clone(), topic.clone());
+        // Make the topic itself durable (it is cheap and rare).
+        self.flusher.request(Vec::new(), None);
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(topic)
+    }
+
+    /// The topic `name`, created with the default partition count when it does not exist
+    /// and auto-creation is on (and `allowed` by the request).
+    pub fn topic_or_create(&self, name: &str, allowed: bool) -> Result<Arc<Topic>, TopicError> {
+        if let Some(t) = self.topic(name) {
+            return Ok(t);
+        }
+        if !(allowed && self.config.auto_create_topics) {
+            validate_topic_name(name)
+                .map_err(|m| TopicError::new(ResponseError::InvalidTopicException, m))?;
+            return Err(TopicError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            ));
+        }
+        match self.create_topic(name, self.config.default_partitions) {
+            // Lost a race with another creator: fine.
+            Err(e) if e.code == ResponseError::TopicAlreadyExists => self
+                .topic(name)
+                .ok_or(e),
+            other => other,
+        }
+    }
+
+    /// Deletes a topic and its data.
+    pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
+        let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self.topic(name).ok_or_else(|| {
+            TopicError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            )
+        })?;
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(name);
+        self.store.delete_topic(&TopicMeta {
+            name: name.to_string(),
+            id: *topic.id.as_bytes(),
+            partitions: topic.partitions.len() as i32,
+        })?;
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Flushes the store (used at shutdown).
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.store.sync()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::validate_topic_name;
+
+    #[test]
+    fn topic_names_follow_kafka_rules() {
+        assert!(validate_topic_name("financial_transactions").is_ok());
+        assert!(validate_topic_name("a.b-c_D9").is_ok());
+        assert!(validate_topic_name(&"x".repeat(249)).is_ok());
+        for bad in ["", ".", "..", "a b", "a/b", "zoë", &"x".repeat(250)] {
+            assert!(validate_topic_name(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! In-memory [`Store`] for unit tests: same semantics, nothing survives the process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+
+use super::{collect_batches, Log, Store, TopicMeta};
+use crate::batch;
+use crate::error::StorageError;
+
+/// A log kept in a `BTreeMap` of base offset to batch.
+#[derive(Default)]
+pub struct MemoryLog {
+    batches: RwLock<BTreeMap<i64, Bytes>>,
+    next: Mutex<i64>,
+}
+
+impl Log for MemoryLog {
+    fn append(&self, b: &[u8], last_offset_delta: i32, _max_ts: i64) -> Result<i64, StorageError> {
+        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let base = *next;
+        let stored = batch::with_base_offset(b, base);
+        self.batches
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(base, stored);
+        *next = base + i64::from(last_offset_delta) + 1;
+        Ok(base)
+    }
+
+    fn read(&self, offset: i64, end: i64, max_bytes: usize) -> Result<Vec<Bytes>, StorageError> {
+        let map = self.batches.read().unwrap_or_else(|e| e.into_inner());
+        let start = map.range(..=offset).next_back().map(|(k, _)| *k).unwrap_or(0);
+        collect_batches(
+            map.range(start..).map(|(k, v)| Ok((*k, v.clone()))),
+            offset,
+            end,
+            max_bytes,
+        )
+    }
+
+    fn log_end_offset(&self) -> i64 {
+        *self.next.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn log_start_offset(&self) -> i64 {
+        let map = self.batches.read().unwrap_or_else(|e| e.into_inner());
+        map.keys().next().copied().unwrap_or_else(|| self.log_end_offset())
+    }
+
+    fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        let map = self.batches.read().unwrap_or_else(|e| e.into_inner());
+        for (base, b) in map.iter() {
+            let Some(info) = batch::info(b) else { continue };
+            if info.max_timestamp >= ts {
+                return Ok(batch::first_record_at_or_after(b, ts)
+                    .or(Some((*base, info.max_timestamp))));
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Topics and logs in memory.
+pub struct MemoryStore {
+    cluster_id: String,
+    topics: Mutex<BTreeMap<String, TopicMeta>>,
+    logs: Mutex<HashMap<(String, i32), Arc<MemoryLog>>>,
+}
+
+impl MemoryStore {
+    /// An empty store with the given cluster id.
+    pub fn new(cluster_id: impl Into<String>) -> Self {
+        MemoryStore {
+            cluster_id: cluster_id.into(),
+            topics: Mutex::default(),
+            logs: Mutex::default(),
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    fn cluster_id(&self) -> String {
+        self.cluster_id.clone()
+    }
+    fn topics(&self) -> Result<Vec<TopicMeta>, StorageError> {
+        let t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(t.values().cloned().collect())
+    }
+    fn create_topic(&self, meta: &TopicMeta) -> Result<(), StorageError> {
+        let mut t = self.topics.lock().unwrap_or_else(|e| e.into_inner());
+        t.insert(meta.name.clone(), meta.clone());
+        Ok(())
+    }
+    fn open_log(&self, topic: &str, partition: i32) -> Result<Arc<dyn Log>, StorageError> {
+        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let log = logs.entry((topic.to_string(), partition)).or_default();
+        Ok(log.clone())
+    }
+    fn delete_topic(&self, meta: &TopicMeta) -> Result<(), StorageError> {
+        self.topics
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&meta.name);
+        self.logs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(t, _), _| t != &meta.name);
+        Ok(())
+    }
+    fn sync(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn memory_store_meets_the_contract() {
+        super::super::contract::append_read_and_offsets(&super::MemoryStore::new("c"));
+    }
+}

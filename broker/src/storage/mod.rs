@@ -1,0 +1,157 @@
+//! Storage: a tiny [`Store`] of topic metadata plus one append-only [`Log`] per partition.
+//!
+//! # Durability contract
+//!
+//! * [`Log::append`] assigns offsets and makes the batch readable through [`Log::read`]
+//!   at once, but it is **not durable** until a later [`Store::sync`] returns `Ok`.
+//! * [`Store::sync`] makes everything appended (by any thread, to any log) before the
+//!   call started durable on disk. It is the only call that fsyncs, and it is blocking.
+//! * The broker calls `sync` from a single flusher task that gathers all pending
+//!   produce requests first (group commit): N concurrent producers share one fsync.
+//!   Produce requests with `acks` 1 or -1 are answered only after the `sync` that
+//!   covers their batch, and the high watermark consumers see only moves to offsets
+//!   that a `sync` covered. So a consumer never reads data that a crash could take back.
+//! * After a crash, a log holds a prefix of what was appended: at least everything a
+//!   completed `sync` covered.
+//!
+//! Two implementations: [`memory::MemoryStore`] (tests) and [`sled::SledStore`] (binary).
+
+pub mod memory;
+pub mod sled;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::error::StorageError;
+
+/// Persistent description of a topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMeta {
+    /// Topic name.
+    pub name: String,
+    /// Topic id (KIP-516), random at creation.
+    pub id: [u8; 16],
+    /// Number of partitions.
+    pub partitions: i32,
+}
+
+/// One partition's log of RecordBatch v2 batches.
+pub trait Log: Send + Sync {
+    /// Appends one validated batch: rewrites its `baseOffset` to the log end offset and
+    /// returns that base offset. Readable at once, durable after the next [`Store::sync`].
+    fn append(&self, batch: &[u8], last_offset_delta: i32, max_timestamp: i64)
+        -> Result<i64, StorageError>;
+
+    /// Batches covering offsets from `offset` (the first may start before it) up to but not
+    /// including `end`, at most `max_bytes` in total, except that the first batch is always
+    /// returned whole so that a consumer can make progress (KIP-74).
+    fn read(&self, offset: i64, end: i64, max_bytes: usize) -> Result<Vec<Bytes>, StorageError>;
+
+    /// Offset the next appended record will get.
+    fn log_end_offset(&self) -> i64;
+
+    /// First offset still stored.
+    fn log_start_offset(&self) -> i64;
+
+    /// `(offset, timestamp)` of the first record with a timestamp `>= ts`, or `None` if
+    /// every record is older.
+    fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError>;
+}
+
+/// The set of logs plus broker metadata, persisted together.
+pub trait Store: Send + Sync {
+    /// The cluster id, generated once and kept for the life of the data directory.
+    fn cluster_id(&self) -> String;
+    /// Every topic that exists (recovered after a restart).
+    fn topics(&self) -> Result<Vec<TopicMeta>, StorageError>;
+    /// Records a new topic. Its logs are opened with [`Store::open_log`].
+    fn create_topic(&self, meta: &TopicMeta) -> Result<(), StorageError>;
+    /// Opens (creating if needed) the log of one partition.
+    fn open_log(&self, topic: &str, partition: i32) -> Result<Arc<dyn Log>, StorageError>;
+    /// Removes a topic and all its data.
+    fn delete_topic(&self, meta: &TopicMeta) -> Result<(), StorageError>;
+    /// Makes every earlier append durable (fsync). Blocking.
+    fn sync(&self) -> Result<(), StorageError>;
+}
+
+/// Shared read logic over an ordered map of `base offset -> batch`, used by both stores.
+/// `batches` yields `(base_offset, batch)` from the batch that contains `offset` onward.
+pub(crate) fn collect_batches(
+    batches: impl Iterator<Item = Result<(i64, Bytes), StorageError>>,
+    offset: i64,
+    end: i64,
+    max_bytes: usize,
+) -> Result<Vec<Bytes>, StorageError> {
+    let mut out = Vec::new();
+    let mut total = 0usize;
+    for item in batches {
+        let (base, batch) = item?;
+        if base >= end {
+            break;
+        }
+        let last = crate::batch::info(&batch)
+            .map(|i| base + i64::from(i.last_offset_delta))
+            .unwrap_or(base);
+        if last < offset {
+            continue;
+        }
+        if !out.is_empty() && total + batch.len() > max_bytes {
+            break;
+        }
+        total += batch.len();
+        out.push(batch);
+        if total >= max_bytes {
+            break;
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod contract {
+    //! The same behavioural tests run against every [`Store`] implementation.
+    use super::*;
+    use crate::batch::tests::make_batch;
+
+    pub(crate) fn append_read_and_offsets(store: &dyn Store) {
+        let meta = TopicMeta {
+            name: "t".into(),
+            id: [7; 16],
+            partitions: 2,
+        };
+        store.create_topic(&meta).unwrap();
+        let log = store.open_log("t", 1).unwrap();
+        assert_eq!(log.log_end_offset(), 0);
+        let b1 = make_batch(&[b"a", b"b", b"c"], 1000, 10);
+        let b2 = make_batch(&[b"d"], 2000, 0);
+        assert_eq!(log.append(&b1, 2, 1020).unwrap(), 0);
+        assert_eq!(log.append(&b2, 0, 2000).unwrap(), 3);
+        assert_eq!(log.log_end_offset(), 4);
+        assert_eq!(log.log_start_offset(), 0);
+
+        let all = log.read(0, 4, 1 << 20).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(crate::batch::base_offset(&all[1]), Some(3));
+        // offset inside the first batch returns that batch
+        let mid = log.read(2, 4, 1 << 20).unwrap();
+        assert_eq!(crate::batch::base_offset(&mid[0]), Some(0));
+        // max_bytes smaller than one batch still returns one batch
+        assert_eq!(log.read(0, 4, 1).unwrap().len(), 1);
+        // end bounds what is visible
+        assert_eq!(log.read(0, 3, 1 << 20).unwrap().len(), 1);
+        assert!(log.read(4, 4, 1 << 20).unwrap().is_empty());
+
+        assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
+        assert_eq!(log.offset_for_timestamp(1015).unwrap(), Some((2, 1020)));
+        assert_eq!(log.offset_for_timestamp(1500).unwrap(), Some((3, 2000)));
+        assert_eq!(log.offset_for_timestamp(2001).unwrap(), None);
+
+        assert_eq!(store.topics().unwrap(), vec![meta.clone()]);
+        store.sync().unwrap();
+        store.delete_topic(&meta).unwrap();
+        assert!(store.topics().unwrap().is_empty());
+        let fresh = store.open_log("t", 1).unwrap();
+        assert_eq!(fresh.log_end_offset(), 0);
+    }
+}

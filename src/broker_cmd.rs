@@ -1,0 +1,72 @@
+//! `finstream broker`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{ArgAction, Args};
+use finstream_broker::BrokerConfig;
+
+#[derive(Args, Debug, Clone)]
+pub struct BrokerArgs {
+    /// Address to listen on (HOST:PORT); port 0 picks a free port.
+    #[arg(long, env = "FINSTREAM_LISTEN", default_value = "127.0.0.1:9092")]
+    pub listen: String,
+    /// Directory of the durable log (created if missing).
+    #[arg(long, env = "FINSTREAM_DATA_DIR", default_value = "./finstream-data")]
+    pub data_dir: PathBuf,
+    /// HOST:PORT announced to clients (for NAT or containers); default: the bound address.
+    #[arg(long, env = "FINSTREAM_ADVERTISED_LISTENER")]
+    pub advertised_listener: Option<String>,
+    /// Create unknown topics when a client asks for them (Metadata/Produce).
+    #[arg(long, env = "FINSTREAM_AUTO_CREATE_TOPICS", default_value_t = true, action = ArgAction::Set)]
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics.
+    #[arg(long, env = "FINSTREAM_DEFAULT_PARTITIONS", default_value_t = 1)]
+    pub default_partitions: i32,
+    /// Largest record batch accepted, in bytes (Kafka's message.max.bytes).
+    #[arg(long, env = "FINSTREAM_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub max_message_bytes: usize,
+    /// Largest request accepted, in bytes (Kafka's socket.request.max.bytes).
+    #[arg(long, env = "FINSTREAM_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub max_request_bytes: usize,
+    /// Most concurrent client connections.
+    #[arg(long, env = "FINSTREAM_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+    /// Close connections idle for this many milliseconds (Kafka's connections.max.idle.ms).
+    #[arg(long, env = "FINSTREAM_IDLE_TIMEOUT_MS", default_value_t = 600_000)]
+    pub idle_timeout_ms: u64,
+    /// sled page cache, in MiB.
+    #[arg(long, env = "FINSTREAM_CACHE_MB", default_value_t = 64)]
+    pub cache_mb: u64,
+}
+
+impl BrokerArgs {
+    pub fn to_config(&self) -> BrokerConfig {
+        BrokerConfig {
+            listen: self.listen.clone(),
+            data_dir: Some(self.data_dir.clone()),
+            advertised_listener: self.advertised_listener.clone(),
+            auto_create_topics: self.auto_create_topics,
+            default_partitions: self.default_partitions,
+            max_message_bytes: self.max_message_bytes,
+            max_request_bytes: self.max_request_bytes,
+            max_connections: self.max_connections,
+            idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            cache_bytes: self.cache_mb * 1024 * 1024,
+            ..BrokerConfig::default()
+        }
+    }
+}
+
+pub async fn run(args: BrokerArgs) -> anyhow::Result<ExitCode> {
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let broker = finstream_broker::start(args.to_config())
+        .await
+        .context("cannot start the broker")?;
+    crate::shutdown_signal().await;
+    broker.shutdown().await.context("broker shutdown")?;
+    Ok(ExitCode::SUCCESS)
+}
