@@ -322,18 +322,30 @@ pub(crate) mod tests {
         let mut bad_crc = good.clone();
         let last = bad_crc.len() - 1;
         bad_crc[last] ^= 0xff;
-        assert!(matches!(validate(&bad_crc, 1 << 20), Err(BatchError::Crc { .. })));
+        assert!(matches!(
+            validate(&bad_crc, 1 << 20),
+            Err(BatchError::Crc { .. })
+        ));
 
         let mut v1 = good.clone();
         v1[MAGIC_AT] = 1;
         assert_eq!(validate(&v1, 1 << 20), Err(BatchError::Magic(1)));
 
-        assert!(matches!(validate(&good[..40], 1 << 20), Err(BatchError::Corrupt(_))));
+        assert!(matches!(
+            validate(&good[..40], 1 << 20),
+            Err(BatchError::Corrupt(_))
+        ));
         let mut two = good.clone();
         two.extend_from_slice(&good);
-        assert!(matches!(validate(&two, 1 << 20), Err(BatchError::Corrupt(_))));
+        assert!(matches!(
+            validate(&two, 1 << 20),
+            Err(BatchError::Corrupt(_))
+        ));
 
-        assert!(matches!(validate(&good, 10), Err(BatchError::TooLarge { .. })));
+        assert!(matches!(
+            validate(&good, 10),
+            Err(BatchError::TooLarge { .. })
+        ));
         assert_eq!(validate(&good, 10).unwrap_err().code(), 10);
     }
 

@@ -61,7 +61,10 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
         return Err(format!("topic name cannot be '{name}'"));
     }
     if name.len() > 249 {
-        return Err(format!("topic name is {} characters, at most 249 are allowed", name.len()));
+        return Err(format!(
+            "topic name is {} characters, at most 249 are allowed",
+            name.len()
+        ));
     }
     if let Some(c) = name
         .chars()
@@ -261,9 +264,7 @@ impl State {
         }
         match self.create_topic(name, self.config.default_partitions) {
             // Lost a race with another creator: fine.
-            Err(e) if e.code == ResponseError::TopicAlreadyExists => self
-                .topic(name)
-                .ok_or(e),
+            Err(e) if e.code == ResponseError::TopicAlreadyExists => self.topic(name).ok_or(e),
             other => other,
         }
     }

@@ -27,7 +27,11 @@ fn topic_configs(state: &State) -> Vec<(&'static str, String, i8)> {
     vec![
         ("cleanup.policy", "delete".into(), TYPE_LIST),
         ("compression.type", "producer".into(), TYPE_STRING),
-        ("max.message.bytes", state.config.max_message_bytes.to_string(), TYPE_INT),
+        (
+            "max.message.bytes",
+            state.config.max_message_bytes.to_string(),
+            TYPE_INT,
+        ),
         ("message.timestamp.type", "CreateTime".into(), TYPE_STRING),
         ("min.insync.replicas", "1".into(), TYPE_INT),
         ("retention.bytes", "-1".into(), TYPE_LONG),
@@ -39,15 +43,42 @@ fn broker_configs(state: &State) -> Vec<(&'static str, String, i8)> {
     let c = &state.config;
     let (host, port) = &state.advertised;
     vec![
-        ("advertised.listeners", format!("PLAINTEXT://{host}:{port}"), TYPE_STRING),
-        ("auto.create.topics.enable", c.auto_create_topics.to_string(), TYPE_BOOLEAN),
-        ("connections.max.idle.ms", c.idle_timeout.as_millis().to_string(), TYPE_LONG),
-        ("log.dirs", c.data_dir.as_ref().map(|d| d.display().to_string()).unwrap_or_default(), TYPE_STRING),
+        (
+            "advertised.listeners",
+            format!("PLAINTEXT://{host}:{port}"),
+            TYPE_STRING,
+        ),
+        (
+            "auto.create.topics.enable",
+            c.auto_create_topics.to_string(),
+            TYPE_BOOLEAN,
+        ),
+        (
+            "connections.max.idle.ms",
+            c.idle_timeout.as_millis().to_string(),
+            TYPE_LONG,
+        ),
+        (
+            "log.dirs",
+            c.data_dir
+                .as_ref()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default(),
+            TYPE_STRING,
+        ),
         ("max.connections", c.max_connections.to_string(), TYPE_INT),
-        ("message.max.bytes", c.max_message_bytes.to_string(), TYPE_INT),
+        (
+            "message.max.bytes",
+            c.max_message_bytes.to_string(),
+            TYPE_INT,
+        ),
         ("node.id", c.node_id.to_string(), TYPE_INT),
         ("num.partitions", c.default_partitions.to_string(), TYPE_INT),
-        ("socket.request.max.bytes", c.max_request_bytes.to_string(), TYPE_INT),
+        (
+            "socket.request.max.bytes",
+            c.max_request_bytes.to_string(),
+            TYPE_INT,
+        ),
     ]
 }
 

@@ -126,7 +126,10 @@ pub async fn handle(state: Arc<State>, req: FetchRequest, _version: i16) -> Resp
         // build the response wakes the wait below.
         hw_changed.borrow_and_update();
         let (response, bytes, any_error) = build(&state, &req);
-        if bytes >= min_bytes.max(1) || any_error || Instant::now() >= deadline || *shutdown.borrow()
+        if bytes >= min_bytes.max(1)
+            || any_error
+            || Instant::now() >= deadline
+            || *shutdown.borrow()
         {
             return response.into();
         }

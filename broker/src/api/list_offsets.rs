@@ -27,21 +27,19 @@ pub fn handle(state: &Arc<State>, req: ListOffsetsRequest) -> ListOffsetsRespons
                         .with_partition_index(p.partition_index)
                         .with_timestamp(-1)
                         .with_offset(-1);
-                    let Some(partition) = topic.as_ref().and_then(|t| t.partition(p.partition_index))
+                    let Some(partition) =
+                        topic.as_ref().and_then(|t| t.partition(p.partition_index))
                     else {
                         return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
                     let hw = partition.high_watermark();
                     match p.timestamp {
-                        LATEST => r.with_offset(hw).with_leader_epoch(0),
-                        EARLIEST => r
-                            .with_offset(partition.log.log_start_offset())
-                            .with_leader_epoch(0),
+                        LATEST => r.with_offset(hw),
+                        EARLIEST => r.with_offset(partition.log.log_start_offset()),
                         ts if ts >= 0 => match partition.log.offset_for_timestamp(ts) {
-                            Ok(Some((offset, found_ts))) if offset < hw => r
-                                .with_offset(offset)
-                                .with_timestamp(found_ts)
-                                .with_leader_epoch(0),
+                            Ok(Some((offset, found_ts))) if offset < hw => {
+                                r.with_offset(offset).with_timestamp(found_ts)
+                            }
                             Ok(_) => r,
                             Err(e) => {
                                 tracing::error!(topic = %t.name.0, "offset lookup failed: {e}");

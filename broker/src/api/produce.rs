@@ -70,7 +70,10 @@ pub fn handle(state: &Arc<State>, req: ProduceRequest, version: i16) -> Reply {
                 .append(&records, info.last_offset_delta, info.max_timestamp)
             {
                 Ok(base) => {
-                    marks.push((partition.clone(), base + i64::from(info.last_offset_delta) + 1));
+                    marks.push((
+                        partition.clone(),
+                        base + i64::from(info.last_offset_delta) + 1,
+                    ));
                     partitions.push(
                         PartitionProduceResponse::default()
                             .with_index(index)
@@ -123,4 +126,3 @@ pub fn handle(state: &Arc<State>, req: ProduceRequest, version: i16) -> Reply {
         version,
     )
 }
-

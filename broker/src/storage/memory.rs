@@ -31,7 +31,11 @@ impl Log for MemoryLog {
 
     fn read(&self, offset: i64, end: i64, max_bytes: usize) -> Result<Vec<Bytes>, StorageError> {
         let map = self.batches.read().unwrap_or_else(|e| e.into_inner());
-        let start = map.range(..=offset).next_back().map(|(k, _)| *k).unwrap_or(0);
+        let start = map
+            .range(..=offset)
+            .next_back()
+            .map(|(k, _)| *k)
+            .unwrap_or(0);
         collect_batches(
             map.range(start..).map(|(k, v)| Ok((*k, v.clone()))),
             offset,
@@ -46,7 +50,10 @@ impl Log for MemoryLog {
 
     fn log_start_offset(&self) -> i64 {
         let map = self.batches.read().unwrap_or_else(|e| e.into_inner());
-        map.keys().next().copied().unwrap_or_else(|| self.log_end_offset())
+        map.keys()
+            .next()
+            .copied()
+            .unwrap_or_else(|| self.log_end_offset())
     }
 
     fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
@@ -54,8 +61,9 @@ impl Log for MemoryLog {
         for (base, b) in map.iter() {
             let Some(info) = batch::info(b) else { continue };
             if info.max_timestamp >= ts {
-                return Ok(batch::first_record_at_or_after(b, ts)
-                    .or(Some((*base, info.max_timestamp))));
+                return Ok(
+                    batch::first_record_at_or_after(b, ts).or(Some((*base, info.max_timestamp)))
+                );
             }
         }
         Ok(None)

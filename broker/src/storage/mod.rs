@@ -40,8 +40,12 @@ pub struct TopicMeta {
 pub trait Log: Send + Sync {
     /// Appends one validated batch: rewrites its `baseOffset` to the log end offset and
     /// returns that base offset. Readable at once, durable after the next [`Store::sync`].
-    fn append(&self, batch: &[u8], last_offset_delta: i32, max_timestamp: i64)
-        -> Result<i64, StorageError>;
+    fn append(
+        &self,
+        batch: &[u8],
+        last_offset_delta: i32,
+        max_timestamp: i64,
+    ) -> Result<i64, StorageError>;
 
     /// Batches covering offsets from `offset` (the first may start before it) up to but not
     /// including `end`, at most `max_bytes` in total, except that the first batch is always

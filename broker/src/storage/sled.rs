@@ -32,13 +32,13 @@ fn key(kind: u8, offset: i64) -> [u8; 9] {
 }
 
 fn key_offset(k: &[u8], what: &str) -> Result<i64, StorageError> {
-    let raw: [u8; 8] = k
-        .get(1..9)
-        .and_then(|s| s.try_into().ok())
-        .ok_or_else(|| StorageError::Corrupt {
-            what: what.to_string(),
-            detail: format!("key of {} bytes", k.len()),
-        })?;
+    let raw: [u8; 8] =
+        k.get(1..9)
+            .and_then(|s| s.try_into().ok())
+            .ok_or_else(|| StorageError::Corrupt {
+                what: what.to_string(),
+                detail: format!("key of {} bytes", k.len()),
+            })?;
     Ok(u64::from_be_bytes(raw) as i64)
 }
 
@@ -97,7 +97,11 @@ impl Log for SledLog {
 
     fn read(&self, offset: i64, end: i64, max_bytes: usize) -> Result<Vec<Bytes>, StorageError> {
         // The batch containing `offset` is the last one whose base is <= offset.
-        let start = match self.tree.range(key(b'b', 0)..=key(b'b', offset.max(0))).next_back() {
+        let start = match self
+            .tree
+            .range(key(b'b', 0)..=key(b'b', offset.max(0)))
+            .next_back()
+        {
             Some(item) => key_offset(&item?.0, &self.name)?,
             None => 0,
         };
@@ -187,8 +191,12 @@ impl SledStore {
             .map(|t| (t.name, t.partitions))
             .collect();
         for name in self.db.tree_names() {
-            let Ok(name) = std::str::from_utf8(&name) else { continue };
-            let Some(rest) = name.strip_prefix(LOG_PREFIX) else { continue };
+            let Ok(name) = std::str::from_utf8(&name) else {
+                continue;
+            };
+            let Some(rest) = name.strip_prefix(LOG_PREFIX) else {
+                continue;
+            };
             let keep = rest.rsplit_once('/').is_some_and(|(topic, p)| {
                 let p: i32 = p.parse().unwrap_or(-1);
                 topics.get(topic).is_some_and(|&n| p >= 0 && p < n)
