@@ -135,7 +135,7 @@ async fn write_loop(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, pee
     while let Some(p) = rx.recv().await {
         let (body, version) = match p.reply {
             Reply::Nothing => continue,
-            Reply::Ready(body, v) => (body, v),
+            Reply::Ready(body, v) => (*body, v),
             Reply::Later(fut, v) => (fut.await, v),
         };
         let frame = match encode_response(p.correlation_id, p.api_key, version, &body) {

@@ -48,7 +48,7 @@ pub type Later = Pin<Box<dyn Future<Output = ResponseKind> + Send>>;
 /// What a request produces.
 pub enum Reply {
     /// Send this response, encoded at `version`.
-    Ready(ResponseKind, i16),
+    Ready(Box<ResponseKind>, i16),
     /// Send the response this future yields, encoded at `version`.
     Later(Later, i16),
     /// Send nothing (produce with acks=0).
@@ -72,7 +72,7 @@ pub fn dispatch(
     if key == ApiKey::ApiVersions && !(lo..=hi).contains(&version) {
         // Like Kafka: answer in v0 with UNSUPPORTED_VERSION and our ranges, so the
         // client retries with a version we speak.
-        return Ok(Reply::Ready(api_versions::unsupported_version(), 0));
+        return Ok(Reply::Ready(Box::new(api_versions::unsupported_version()), 0));
     }
     if !(lo..=hi).contains(&version) {
         return Err(unsupported());
@@ -83,7 +83,7 @@ pub fn dispatch(
             api_version: version,
             detail: e.to_string(),
         })?;
-    let ready = |r: ResponseKind| Ok(Reply::Ready(r, version));
+    let ready = |r: ResponseKind| Ok(Reply::Ready(Box::new(r), version));
     match request {
         RequestKind::ApiVersions(_) => ready(api_versions::handle().into()),
         RequestKind::Metadata(req) => ready(metadata::handle(state, req, version).into()),

@@ -104,7 +104,7 @@ pub fn handle(state: &Arc<State>, req: ProduceRequest, version: i16) -> Reply {
         return Reply::Nothing;
     }
     if marks.is_empty() {
-        return Reply::Ready(response.into(), version);
+        return Reply::Ready(Box::new(response.into()), version);
     }
     let flusher = state.flusher.clone();
     Reply::Later(

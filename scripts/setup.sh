@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# One-time set-up of a fresh Debian/Ubuntu machine for building and testing finstream.
+# Idempotent: installs only what is missing. Needs root or sudo for apt.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+# Build tools (librdkafka is compiled from source by the rdkafka crate), kcat for the
+# CLI tests, and PostgreSQL for the consumer and the end-to-end pipeline.
+apt_packages=(build-essential pkg-config cmake python3 kcat postgresql postgresql-client curl)
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing ${missing[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: Rust is missing; install it with rustup (https://rustup.rs), then re-run" >&2
+  exit 1
+fi
+
+# PostgreSQL must answer on 127.0.0.1:5432 for the consumer tests and all-in-one.
+if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+    version=$(ls /etc/postgresql | sort -V | tail -1)
+    $SUDO pg_ctlcluster --skip-systemctl-redirect "$version" main start || true
+  fi
+fi
+if pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
+  echo "setup: PostgreSQL is up on 127.0.0.1:5432"
+else
+  echo "setup: warning: PostgreSQL is not answering on 127.0.0.1:5432" >&2
+fi
+echo "setup: done"
