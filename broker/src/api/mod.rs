@@ -72,7 +72,10 @@ pub fn dispatch(
     if key == ApiKey::ApiVersions && !(lo..=hi).contains(&version) {
         // Like Kafka: answer in v0 with UNSUPPORTED_VERSION and our ranges, so the
         // client retries with a version we speak.
-        return Ok(Reply::Ready(Box::new(api_versions::unsupported_version()), 0));
+        return Ok(Reply::Ready(
+            Box::new(api_versions::unsupported_version()),
+            0,
+        ));
     }
     if !(lo..=hi).contains(&version) {
         return Err(unsupported());
