@@ -17,6 +17,7 @@ pub mod error;
 pub mod flush;
 pub mod frame;
 mod ids;
+pub mod producer_state;
 pub mod server;
 pub mod state;
 pub mod storage;

@@ -10,6 +10,7 @@ use kafka_protocol::ResponseError;
 use super::{str_bytes, Reply};
 use crate::batch;
 use crate::state::State;
+use crate::storage::Appended;
 
 fn partition_error(index: i32, code: ResponseError, msg: String) -> PartitionProduceResponse {
     PartitionProduceResponse::default()
@@ -65,22 +66,38 @@ pub fn handle(state: &Arc<State>, req: ProduceRequest, version: i16) -> Reply {
                     continue;
                 }
             };
-            match partition
-                .log
-                .append(&records, info.last_offset_delta, info.max_timestamp)
-            {
-                Ok(base) => {
+            let ok = |base: i64| {
+                PartitionProduceResponse::default()
+                    .with_index(index)
+                    .with_base_offset(base)
+                    .with_log_append_time_ms(-1)
+                    .with_log_start_offset(partition.log.log_start_offset())
+            };
+            match partition.log.append(&records, &info) {
+                // A duplicate is a retry of a batch that may still be waiting for its
+                // flush: acknowledge it (with its original offset, like Kafka) only once
+                // the same flush covers it.
+                Ok(Appended::At(base)) | Ok(Appended::Duplicate(base)) => {
                     marks.push((
                         partition.clone(),
                         base + i64::from(info.last_offset_delta) + 1,
                     ));
-                    partitions.push(
-                        PartitionProduceResponse::default()
-                            .with_index(index)
-                            .with_base_offset(base)
-                            .with_log_append_time_ms(-1)
-                            .with_log_start_offset(partition.log.log_start_offset()),
+                    partitions.push(ok(base));
+                }
+                Ok(Appended::Rejected(code)) => {
+                    tracing::warn!(
+                        topic = %name,
+                        partition = index,
+                        producer_id = info.producer_id,
+                        epoch = info.producer_epoch,
+                        base_sequence = info.base_sequence,
+                        "rejected batch: {code}"
                     );
+                    let msg = format!(
+                        "producer {} epoch {} sequence {}: {code}",
+                        info.producer_id, info.producer_epoch, info.base_sequence
+                    );
+                    partitions.push(partition_error(index, code, msg));
                 }
                 Err(e) => {
                     tracing::error!(topic = %name, partition = index, "append failed: {e}");

@@ -5,28 +5,38 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
-use super::{collect_batches, Log, Store, TopicMeta};
-use crate::batch;
+use super::{collect_batches, idempotence, Appended, Log, Store, TopicMeta};
+use crate::batch::{self, BatchInfo};
 use crate::error::StorageError;
+use crate::producer_state::ProducerEntry;
 
 /// A log kept in a `BTreeMap` of base offset to batch.
 #[derive(Default)]
 pub struct MemoryLog {
     batches: RwLock<BTreeMap<i64, Bytes>>,
-    next: Mutex<i64>,
+    next: Mutex<(i64, HashMap<i64, ProducerEntry>)>,
 }
 
 impl Log for MemoryLog {
-    fn append(&self, b: &[u8], last_offset_delta: i32, _max_ts: i64) -> Result<i64, StorageError> {
-        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+    fn append(&self, b: &[u8], info: &BatchInfo) -> Result<Appended, StorageError> {
+        let mut guard = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let (next, producers) = &mut *guard;
         let base = *next;
+        if info.producer_id >= 0 {
+            match idempotence(producers.get(&info.producer_id), info, base) {
+                Ok(entry) => {
+                    producers.insert(info.producer_id, entry);
+                }
+                Err(answer) => return Ok(answer),
+            }
+        }
         let stored = batch::with_base_offset(b, base);
         self.batches
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(base, stored);
-        *next = base + i64::from(last_offset_delta) + 1;
-        Ok(base)
+        *next = base + i64::from(info.last_offset_delta) + 1;
+        Ok(Appended::At(base))
     }
 
     fn read(&self, offset: i64, end: i64, max_bytes: usize) -> Result<Vec<Bytes>, StorageError> {
@@ -45,7 +55,7 @@ impl Log for MemoryLog {
     }
 
     fn log_end_offset(&self) -> i64 {
-        *self.next.lock().unwrap_or_else(|e| e.into_inner())
+        self.next.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
     fn log_start_offset(&self) -> i64 {
@@ -75,6 +85,7 @@ pub struct MemoryStore {
     cluster_id: String,
     topics: Mutex<BTreeMap<String, TopicMeta>>,
     logs: Mutex<HashMap<(String, i32), Arc<MemoryLog>>>,
+    meta: Mutex<BTreeMap<Vec<u8>, Vec<u8>>>,
 }
 
 impl MemoryStore {
@@ -84,6 +95,7 @@ impl MemoryStore {
             cluster_id: cluster_id.into(),
             topics: Mutex::default(),
             logs: Mutex::default(),
+            meta: Mutex::default(),
         }
     }
 }
@@ -120,6 +132,23 @@ impl Store for MemoryStore {
     fn sync(&self) -> Result<(), StorageError> {
         Ok(())
     }
+    fn meta_put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        let mut m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(key.to_vec(), value.to_vec());
+        Ok(())
+    }
+    fn meta_remove(&self, key: &[u8]) -> Result<(), StorageError> {
+        let mut m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(key);
+        Ok(())
+    }
+    fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        let m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(m.range(prefix.to_vec()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -127,5 +156,10 @@ mod tests {
     #[test]
     fn memory_store_meets_the_contract() {
         super::super::contract::append_read_and_offsets(&super::MemoryStore::new("c"));
+    }
+
+    #[test]
+    fn memory_store_checks_idempotent_producers() {
+        super::super::contract::idempotent_appends(&super::MemoryStore::new("c"));
     }
 }

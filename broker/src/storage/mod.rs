@@ -23,7 +23,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::batch::BatchInfo;
 use crate::error::StorageError;
+use crate::producer_state::{self, Check, ProducerEntry};
 
 /// Persistent description of a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,16 +38,24 @@ pub struct TopicMeta {
     pub partitions: i32,
 }
 
+/// Result of [`Log::append`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored with this base offset.
+    At(i64),
+    /// An idempotent producer's retry of a batch already stored at this base offset.
+    Duplicate(i64),
+    /// Refused by the idempotent-producer checks.
+    Rejected(kafka_protocol::ResponseError),
+}
+
 /// One partition's log of RecordBatch v2 batches.
 pub trait Log: Send + Sync {
-    /// Appends one validated batch: rewrites its `baseOffset` to the log end offset and
-    /// returns that base offset. Readable at once, durable after the next [`Store::sync`].
-    fn append(
-        &self,
-        batch: &[u8],
-        last_offset_delta: i32,
-        max_timestamp: i64,
-    ) -> Result<i64, StorageError>;
+    /// Appends one validated batch: rewrites its `baseOffset` to the log end offset.
+    /// Readable at once, durable after the next [`Store::sync`]. Batches of idempotent
+    /// producers (`producer_id >= 0`) are checked against the producer's sequence state
+    /// first ([`crate::producer_state`]); that state is stored atomically with the batch.
+    fn append(&self, batch: &[u8], info: &BatchInfo) -> Result<Appended, StorageError>;
 
     /// Batches covering offsets from `offset` (the first may start before it) up to but not
     /// including `end`, at most `max_bytes` in total, except that the first batch is always
@@ -75,8 +85,34 @@ pub trait Store: Send + Sync {
     fn open_log(&self, topic: &str, partition: i32) -> Result<Arc<dyn Log>, StorageError>;
     /// Removes a topic and all its data.
     fn delete_topic(&self, meta: &TopicMeta) -> Result<(), StorageError>;
-    /// Makes every earlier append durable (fsync). Blocking.
+    /// Makes every earlier append and metadata write durable (fsync). Blocking.
     fn sync(&self) -> Result<(), StorageError>;
+    /// Writes a metadata record (committed offsets, producer ids...). Durable after `sync`.
+    fn meta_put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError>;
+    /// Removes a metadata record.
+    fn meta_remove(&self, key: &[u8]) -> Result<(), StorageError>;
+    /// All metadata records whose key starts with `prefix`, in key order.
+    fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+}
+
+/// Idempotence decision shared by both stores, for a batch that would be stored at `base`:
+/// `Ok(entry)` means append it and keep `entry` as the producer's new state; `Err(answer)`
+/// means answer without appending (duplicate or rejection).
+pub(crate) fn idempotence(
+    entry: Option<&ProducerEntry>,
+    info: &BatchInfo,
+    base: i64,
+) -> Result<ProducerEntry, Appended> {
+    let last = producer_state::last_seq(info.base_sequence, info.record_count);
+    match producer_state::check(entry, info.producer_epoch, info.base_sequence, last) {
+        Check::Append => {
+            let mut updated = entry.cloned().unwrap_or_default();
+            updated.record(info.producer_epoch, info.base_sequence, last, base);
+            Ok(updated)
+        }
+        Check::Duplicate(at) => Err(Appended::Duplicate(at)),
+        Check::Reject(code) => Err(Appended::Rejected(code)),
+    }
 }
 
 /// Shared read logic over an ordered map of `base offset -> batch`, used by both stores.
@@ -118,6 +154,52 @@ pub(crate) mod contract {
     use super::*;
     use crate::batch::tests::make_batch;
 
+    pub(crate) fn append(log: &dyn Log, b: &[u8]) -> Appended {
+        let info = crate::batch::validate(b, 1 << 20).unwrap();
+        log.append(b, &info).unwrap()
+    }
+
+    /// A batch from idempotent producer `pid` with sequence numbers from `seq`.
+    pub(crate) fn idempotent_batch(values: &[&[u8]], pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
+        let mut b = make_batch(values, 0, 0);
+        b[43..51].copy_from_slice(&pid.to_be_bytes());
+        b[51..53].copy_from_slice(&epoch.to_be_bytes());
+        b[53..57].copy_from_slice(&seq.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    pub(crate) fn idempotent_appends(store: &dyn Store) -> std::sync::Arc<dyn Log> {
+        let meta = TopicMeta {
+            name: "idem".into(),
+            id: [9; 16],
+            partitions: 1,
+        };
+        store.create_topic(&meta).unwrap();
+        let log = store.open_log("idem", 0).unwrap();
+        assert_eq!(
+            append(&*log, &idempotent_batch(&[b"a", b"b"], 7, 0, 0)),
+            Appended::At(0)
+        );
+        assert_eq!(
+            append(&*log, &idempotent_batch(&[b"c"], 7, 0, 2)),
+            Appended::At(2)
+        );
+        // a retry of the first batch is not stored again
+        assert_eq!(
+            append(&*log, &idempotent_batch(&[b"a", b"b"], 7, 0, 0)),
+            Appended::Duplicate(0)
+        );
+        // a gap is refused
+        assert_eq!(
+            append(&*log, &idempotent_batch(&[b"x"], 7, 0, 9)),
+            Appended::Rejected(kafka_protocol::ResponseError::OutOfOrderSequenceNumber)
+        );
+        assert_eq!(log.log_end_offset(), 3);
+        log
+    }
+
     pub(crate) fn append_read_and_offsets(store: &dyn Store) {
         let meta = TopicMeta {
             name: "t".into(),
@@ -129,8 +211,8 @@ pub(crate) mod contract {
         assert_eq!(log.log_end_offset(), 0);
         let b1 = make_batch(&[b"a", b"b", b"c"], 1000, 10);
         let b2 = make_batch(&[b"d"], 2000, 0);
-        assert_eq!(log.append(&b1, 2, 1020).unwrap(), 0);
-        assert_eq!(log.append(&b2, 0, 2000).unwrap(), 3);
+        assert_eq!(append(&*log, &b1), Appended::At(0));
+        assert_eq!(append(&*log, &b2), Appended::At(3));
         assert_eq!(log.log_end_offset(), 4);
         assert_eq!(log.log_start_offset(), 0);
 
@@ -152,6 +234,17 @@ pub(crate) mod contract {
         assert_eq!(log.offset_for_timestamp(2001).unwrap(), None);
 
         assert_eq!(store.topics().unwrap(), vec![meta.clone()]);
+        store.meta_put(b"k/2", b"two").unwrap();
+        store.meta_put(b"k/1", b"one").unwrap();
+        store.meta_put(b"other", b"x").unwrap();
+        store.meta_remove(b"other").unwrap();
+        assert_eq!(
+            store.meta_scan(b"k/").unwrap(),
+            vec![
+                (b"k/1".to_vec(), b"one".to_vec()),
+                (b"k/2".to_vec(), b"two".to_vec())
+            ]
+        );
         store.sync().unwrap();
         store.delete_topic(&meta).unwrap();
         assert!(store.topics().unwrap().is_empty());

@@ -2,8 +2,10 @@
 //!
 //! Layout: tree `meta` holds `cluster_id` and `topic/<name>` (partition count and topic id);
 //! each partition has a tree `log/<topic>/<partition>` with `b<base offset BE>` -> batch bytes
-//! and `t<base offset BE>` -> the batch's max timestamp (a time index), written together by one
-//! atomic `apply_batch`. sled only touches the disk durably in [`Store::sync`].
+//! and `t<base offset BE>` -> the batch's max timestamp (a time index), and for idempotent
+//! producers `p<producer id BE>` -> their sequence state, all written together by one
+//! atomic `apply_batch`. The `meta` tree also holds the generic metadata records
+//! ([`Store::meta_put`]) under `m`. sled only touches the disk durably in [`Store::sync`].
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -11,9 +13,10 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::{collect_batches, Log, Store, TopicMeta};
-use crate::batch;
+use super::{collect_batches, idempotence, Appended, Log, Store, TopicMeta};
+use crate::batch::{self, BatchInfo};
 use crate::error::StorageError;
+use crate::producer_state::ProducerEntry;
 
 const META_TREE: &str = "meta";
 const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
@@ -46,8 +49,9 @@ fn key_offset(k: &[u8], what: &str) -> Result<i64, StorageError> {
 pub struct SledLog {
     name: String,
     tree: sled::Tree,
-    /// Log end offset; the mutex also serialises appends so offsets are dense.
-    next: Mutex<i64>,
+    /// Log end offset and idempotent-producer states; the mutex also serialises appends so
+    /// offsets are dense.
+    next: Mutex<(i64, HashMap<i64, ProducerEntry>)>,
     start: i64,
 }
 
@@ -69,10 +73,20 @@ impl SledLog {
             None => next,
             Some(item) => key_offset(&item?.0, &name)?,
         };
+        let mut producers = HashMap::new();
+        for item in tree.scan_prefix(b"p") {
+            let (k, v) = item?;
+            let pid = key_offset(&k, &name)?;
+            let entry = ProducerEntry::decode(&v).ok_or_else(|| StorageError::Corrupt {
+                what: name.clone(),
+                detail: format!("producer state of producer id {pid}"),
+            })?;
+            producers.insert(pid, entry);
+        }
         Ok(SledLog {
             name,
             tree,
-            next: Mutex::new(next),
+            next: Mutex::new((next, producers)),
             start,
         })
     }
@@ -83,16 +97,30 @@ impl SledLog {
 }
 
 impl Log for SledLog {
-    fn append(&self, b: &[u8], last_offset_delta: i32, max_ts: i64) -> Result<i64, StorageError> {
-        let mut next = self.next.lock().unwrap_or_else(|e| e.into_inner());
+    fn append(&self, b: &[u8], info: &BatchInfo) -> Result<Appended, StorageError> {
+        let mut guard = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let (next, producers) = &mut *guard;
         let base = *next;
-        let stored = batch::with_base_offset(b, base);
         let mut ops = sled::Batch::default();
+        let mut producer = None;
+        if info.producer_id >= 0 {
+            match idempotence(producers.get(&info.producer_id), info, base) {
+                Ok(entry) => {
+                    ops.insert(&key(b'p', info.producer_id), entry.encode());
+                    producer = Some(entry);
+                }
+                Err(answer) => return Ok(answer),
+            }
+        }
+        let stored = batch::with_base_offset(b, base);
         ops.insert(&key(b'b', base), stored.as_ref());
-        ops.insert(&key(b't', base), &max_ts.to_be_bytes());
+        ops.insert(&key(b't', base), &info.max_timestamp.to_be_bytes());
         self.tree.apply_batch(ops)?;
-        *next = base + i64::from(last_offset_delta) + 1;
-        Ok(base)
+        if let Some(entry) = producer {
+            producers.insert(info.producer_id, entry);
+        }
+        *next = base + i64::from(info.last_offset_delta) + 1;
+        Ok(Appended::At(base))
     }
 
     fn read(&self, offset: i64, end: i64, max_bytes: usize) -> Result<Vec<Bytes>, StorageError> {
@@ -116,7 +144,7 @@ impl Log for SledLog {
     }
 
     fn log_end_offset(&self) -> i64 {
-        *self.next.lock().unwrap_or_else(|e| e.into_inner())
+        self.next.lock().unwrap_or_else(|e| e.into_inner()).0
     }
 
     fn log_start_offset(&self) -> i64 {
@@ -278,12 +306,41 @@ impl Store for SledStore {
         self.db.flush()?;
         Ok(())
     }
+
+    fn meta_put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.meta.insert(meta_key(key), value)?;
+        Ok(())
+    }
+
+    fn meta_remove(&self, key: &[u8]) -> Result<(), StorageError> {
+        self.meta.remove(meta_key(key))?;
+        Ok(())
+    }
+
+    fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+        self.meta
+            .scan_prefix(meta_key(prefix))
+            .map(|item| {
+                let (k, v) = item?;
+                Ok((k[1..].to_vec(), v.to_vec()))
+            })
+            .collect()
+    }
+}
+
+/// Generic metadata lives under `m` in the meta tree, apart from topics and the cluster id.
+fn meta_key(key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(key.len() + 1);
+    k.push(b'm');
+    k.extend_from_slice(key);
+    k
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::batch::tests::make_batch;
+    use crate::storage::contract::{append, idempotent_appends, idempotent_batch};
 
     #[test]
     fn sled_store_meets_the_contract() {
@@ -304,17 +361,30 @@ mod tests {
             let store = SledStore::open(dir.path(), 8 << 20).unwrap();
             store.create_topic(&meta).unwrap();
             let log = store.open_log("orders", 2).unwrap();
-            log.append(&make_batch(&[b"a", b"b"], 1, 1), 1, 2).unwrap();
-            log.append(&make_batch(&[b"c"], 3, 0), 0, 3).unwrap();
+            append(&*log, &make_batch(&[b"a", b"b"], 1, 1));
+            append(&*log, &make_batch(&[b"c"], 3, 0));
+            idempotent_appends(&store);
+            store.meta_put(b"offsets/g", b"42").unwrap();
             store.sync().unwrap();
             store.cluster_id()
         };
         let store = SledStore::open(dir.path(), 8 << 20).unwrap();
         assert_eq!(store.cluster_id(), cluster_id);
-        assert_eq!(store.topics().unwrap(), vec![meta]);
+        assert_eq!(store.topics().unwrap()[1], meta);
         let log = store.open_log("orders", 2).unwrap();
         assert_eq!(log.log_end_offset(), 3);
-        assert_eq!(log.append(&make_batch(&[b"d"], 4, 0), 0, 4).unwrap(), 3);
+        assert_eq!(append(&*log, &make_batch(&[b"d"], 4, 0)), Appended::At(3));
         assert_eq!(log.read(0, 4, 1 << 20).unwrap().len(), 3);
+        assert_eq!(store.meta_scan(b"offsets/").unwrap().len(), 1);
+        // producer state survived: a retry is still recognised, the next batch still fits
+        let idem = store.open_log("idem", 0).unwrap();
+        assert_eq!(
+            append(&*idem, &idempotent_batch(&[b"c"], 7, 0, 2)),
+            Appended::Duplicate(2)
+        );
+        assert_eq!(
+            append(&*idem, &idempotent_batch(&[b"d"], 7, 0, 3)),
+            Appended::At(3)
+        );
     }
 }
