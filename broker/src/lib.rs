@@ -16,6 +16,7 @@ pub mod connection;
 pub mod error;
 pub mod flush;
 pub mod frame;
+pub mod group;
 mod ids;
 pub mod producer_state;
 pub mod server;

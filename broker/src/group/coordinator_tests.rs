@@ -1,0 +1,430 @@
+use super::*;
+
+const SESSION: i32 = 10_000;
+
+fn join_req(member_id: &str, instance: Option<&str>) -> JoinRequest {
+    JoinRequest {
+        group_id: "g".into(),
+        member_id: member_id.into(),
+        group_instance_id: instance.map(String::from),
+        client_id: "client".into(),
+        client_host: "/127.0.0.1".into(),
+        session_timeout_ms: SESSION,
+        rebalance_timeout_ms: 30_000,
+        protocol_type: "consumer".into(),
+        protocols: vec![
+            ("cooperative-sticky".into(), Bytes::from_static(b"meta-cs")),
+            ("range".into(), Bytes::from_static(b"meta-range")),
+        ],
+        require_known_member_id: true,
+    }
+}
+
+fn sync_req(member_id: &str, generation: i32, assignments: Vec<(String, Bytes)>) -> SyncRequest {
+    SyncRequest {
+        group_id: "g".into(),
+        generation_id: generation,
+        member_id: member_id.into(),
+        assignments,
+        ..Default::default()
+    }
+}
+
+fn only_join(actions: Vec<Action>, reply: ReplyId) -> JoinResult {
+    actions
+        .into_iter()
+        .find_map(|a| match a {
+            Action::Join(r, res) if r == reply => Some(res),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no join answer for reply {reply}"))
+}
+
+fn sync_answer(actions: &[Action], reply: ReplyId) -> Option<SyncResult> {
+    actions.iter().find_map(|a| match a {
+        Action::Sync(r, res) if *r == reply => Some(res.clone()),
+        _ => None,
+    })
+}
+
+fn coordinator() -> Coordinator {
+    Coordinator::new(CoordinatorConfig::default(), "n")
+}
+
+/// Joins one new member through the MEMBER_ID_REQUIRED round trip; returns its id and the
+/// (possibly parked) actions of the second join.
+fn join_new(c: &mut Coordinator, now: Millis, reply: ReplyId) -> (String, Vec<Action>) {
+    let first = only_join(c.join(now, reply, join_req("", None)), reply);
+    assert_eq!(first.error, E::MemberIdRequired.code());
+    assert!(!first.member_id.is_empty());
+    let actions = c.join(now, reply + 1000, join_req(&first.member_id, None));
+    (first.member_id, actions)
+}
+
+#[test]
+fn first_member_gets_an_id_then_leads_generation_one() {
+    let mut c = coordinator();
+    let (a, actions) = join_new(&mut c, 0, 1);
+    let res = only_join(actions, 1001);
+    assert_eq!(res.error, 0);
+    assert_eq!(res.generation_id, 1);
+    assert_eq!(res.leader, a);
+    assert_eq!(res.protocol_name.as_deref(), Some("cooperative-sticky"));
+    assert_eq!(res.members.len(), 1);
+    assert_eq!(res.members[0].metadata, Bytes::from_static(b"meta-cs"));
+    assert_eq!(c.generation("g"), Some((1, GroupState::CompletingRebalance)));
+
+    let actions = c.sync(0, 2, sync_req(&a, 1, vec![(a.clone(), Bytes::from_static(b"p0"))]));
+    let s = sync_answer(&actions, 2).unwrap();
+    assert_eq!((s.error, s.assignment), (0, Bytes::from_static(b"p0")));
+    assert_eq!(c.generation("g"), Some((1, GroupState::Stable)));
+}
+
+#[test]
+fn second_member_triggers_a_rebalance_with_one_leader() {
+    let mut c = coordinator();
+    let (a, actions) = join_new(&mut c, 0, 1);
+    only_join(actions, 1001);
+    c.sync(0, 2, sync_req(&a, 1, vec![]));
+
+    let (b, actions) = join_new(&mut c, 10, 3);
+    assert!(actions.is_empty(), "b waits for a to rejoin");
+    assert_eq!(c.generation("g"), Some((1, GroupState::PreparingRebalance)));
+    assert_eq!(c.heartbeat(20, "g", 1, &a, None), E::RebalanceInProgress.code());
+
+    let actions = c.join(30, 4, join_req(&a, None));
+    let ra = only_join(actions.clone(), 4);
+    let rb = only_join(actions, 1003);
+    assert_eq!((ra.generation_id, rb.generation_id), (2, 2));
+    assert_eq!(ra.leader, a);
+    assert_eq!(rb.leader, a);
+    assert_eq!(ra.members.len(), 2);
+    assert!(rb.members.is_empty(), "followers get no member list");
+
+    // follower syncs first: parked until the leader assigns
+    assert!(c.sync(40, 5, sync_req(&b, 2, vec![])).is_empty());
+    let actions = c.sync(
+        50,
+        6,
+        sync_req(
+            &a,
+            2,
+            vec![(a.clone(), Bytes::from_static(b"A")), (b.clone(), Bytes::from_static(b"B"))],
+        ),
+    );
+    assert_eq!(sync_answer(&actions, 5).unwrap().assignment, Bytes::from_static(b"B"));
+    assert_eq!(sync_answer(&actions, 6).unwrap().assignment, Bytes::from_static(b"A"));
+    assert_eq!(c.heartbeat(60, "g", 2, &b, None), 0);
+}
+
+#[test]
+fn heartbeat_and_sync_fencing_errors() {
+    let mut c = coordinator();
+    let (a, actions) = join_new(&mut c, 0, 1);
+    only_join(actions, 1001);
+    c.sync(0, 2, sync_req(&a, 1, vec![]));
+    assert_eq!(c.heartbeat(1, "g", 0, &a, None), E::IllegalGeneration.code());
+    assert_eq!(c.heartbeat(1, "g", 1, "ghost", None), E::UnknownMemberId.code());
+    assert_eq!(c.heartbeat(1, "nope", 1, &a, None), E::UnknownMemberId.code());
+    let s = c.sync(1, 3, sync_req(&a, 7, vec![]));
+    assert_eq!(sync_answer(&s, 3).unwrap().error, E::IllegalGeneration.code());
+    let s = c.sync(1, 4, sync_req("ghost", 1, vec![]));
+    assert_eq!(sync_answer(&s, 4).unwrap().error, E::UnknownMemberId.code());
+    // unknown member id on join
+    let r = only_join(c.join(1, 5, join_req("ghost", None)), 5);
+    assert_eq!(r.error, E::UnknownMemberId.code());
+}
+
+#[test]
+fn leaving_rebalances_and_the_last_leaver_empties_the_group() {
+    let mut c = coordinator();
+    let (a, actions) = join_new(&mut c, 0, 1);
+    only_join(actions, 1001);
+    let (b, _) = join_new(&mut c, 0, 2);
+    let actions = c.join(0, 3, join_req(&a, None));
+    only_join(actions, 3);
+    let (codes, _) = c.leave(5, "g", &[(b.clone(), None)]);
+    assert_eq!(codes, vec![0]);
+    assert_eq!(c.generation("g").unwrap().1, GroupState::PreparingRebalance);
+    let r = only_join(c.join(6, 4, join_req(&a, None)), 4);
+    assert_eq!((r.error, r.generation_id, r.members.len()), (0, 3, 1));
+    let (codes, _) = c.leave(7, "g", &[(a.clone(), None), ("ghost".into(), None)]);
+    assert_eq!(codes, vec![0, E::UnknownMemberId.code()]);
+    assert_eq!(c.generation("g").unwrap().1, GroupState::Empty);
+    assert!(c.members("g").is_empty());
+}
+
+#[test]
+fn silent_members_expire_after_their_session_timeout() {
+    let mut c = coordinator();
+    let (a, actions) = join_new(&mut c, 0, 1);
+    only_join(actions, 1001);
+    c.sync(0, 2, sync_req(&a, 1, vec![]));
+    assert!(c.tick(SESSION as Millis - 1).is_empty());
+    assert_eq!(c.members("g"), vec![a.clone()]);
+    c.tick(SESSION as Millis);
+    assert!(c.members("g").is_empty());
+    assert_eq!(c.generation("g").unwrap().1, GroupState::Empty);
+}
+
+#[test]
+fn heartbeats_keep_a_member_alive() {
+    let mut c = coordinator();
+    let (a, actions) = join_new(&mut c, 0, 1);
+    only_join(actions, 1001);
+    c.sync(0, 2, sync_req(&a, 1, vec![]));
+    for t in (1_000..50_000).step_by(3_000) {
+        assert_eq!(c.heartbeat(t, "g", 1, &a, None), 0);
+        c.tick(t);
+    }
+    assert_eq!(c.members("g"), vec![a]);
+}
+
+#[test]
+fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_deadline() {
+    let mut c = coordinator();
+    let (a, actions) = join_new(&mut c, 0, 1);
+    only_join(actions, 1001);
+    c.sync(0, 2, sync_req(&a, 1, vec![]));
+    let (b, actions) = join_new(&mut c, 100, 3);
+    assert!(actions.is_empty());
+    // a keeps heartbeating but never rejoins; b is parked
+    for t in (1_000..30_000).step_by(2_000) {
+        c.heartbeat(t, "g", 1, &a, None);
+        assert!(c.tick(t).is_empty());
+    }
+    let actions = c.tick(30_100);
+    let rb = only_join(actions, 1003);
+    assert_eq!((rb.error, rb.generation_id, rb.leader.clone()), (0, 2, b.clone()));
+    assert_eq!(c.members("g"), vec![b]);
+}
+
+#[test]
+fn static_member_restart_replaces_and_fences_the_old_incarnation() {
+    let mut c = coordinator();
+    let r1 = only_join(c.join(0, 1, join_req("", Some("consumer-1"))), 1);
+    assert_eq!(r1.error, 0, "static members skip MEMBER_ID_REQUIRED");
+    let old = r1.member_id.clone();
+    c.sync(0, 2, sync_req(&old, 1, vec![]));
+    let r2 = only_join(c.join(5, 3, join_req("", Some("consumer-1"))), 3);
+    assert_eq!(r2.error, 0);
+    assert_ne!(r2.member_id, old);
+    assert_eq!(r2.leader, r2.member_id, "leadership moves to the new incarnation");
+    assert_eq!(
+        c.heartbeat(6, "g", r2.generation_id, &old, Some("consumer-1")),
+        E::FencedInstanceId.code()
+    );
+    assert_eq!(c.members("g"), vec![r2.member_id.clone()]);
+    let (codes, _) = c.leave(7, "g", &[(old, Some("consumer-1".into()))]);
+    assert_eq!(codes, vec![E::FencedInstanceId.code()]);
+}
+
+#[test]
+fn protocol_mismatch_and_bad_timeouts_are_refused() {
+    let mut c = coordinator();
+    let (_, actions) = join_new(&mut c, 0, 1);
+    only_join(actions, 1001);
+    let mut other = join_req("", None);
+    other.protocol_type = "connect".into();
+    assert_eq!(
+        only_join(c.join(0, 2, other), 2).error,
+        E::InconsistentGroupProtocol.code()
+    );
+    let mut no_common = join_req("", None);
+    no_common.protocols = vec![("roundrobin".into(), Bytes::new())];
+    assert_eq!(
+        only_join(c.join(0, 3, no_common), 3).error,
+        E::InconsistentGroupProtocol.code()
+    );
+    let mut short = join_req("", None);
+    short.session_timeout_ms = 10;
+    assert_eq!(
+        only_join(c.join(0, 4, short), 4).error,
+        E::InvalidSessionTimeout.code()
+    );
+}
+
+#[test]
+fn commits_are_checked_against_membership() {
+    let mut c = coordinator();
+    assert_eq!(c.check_commit("g", -1, "", None), 0, "simple commit to an unknown group");
+    let (a, actions) = join_new(&mut c, 0, 1);
+    only_join(actions, 1001);
+    assert_eq!(c.check_commit("g", 1, &a, None), E::RebalanceInProgress.code());
+    c.sync(0, 2, sync_req(&a, 1, vec![]));
+    assert_eq!(c.check_commit("g", 1, &a, None), 0);
+    assert_eq!(c.check_commit("g", 0, &a, None), E::IllegalGeneration.code());
+    assert_eq!(c.check_commit("g", 1, "ghost", None), E::UnknownMemberId.code());
+    assert_eq!(c.check_commit("g", -1, "", None), E::IllegalGeneration.code());
+    assert_eq!(c.delete("g"), Err(E::NonEmptyGroup));
+    c.leave(1, "g", &[(a, None)]);
+    assert_eq!(c.delete("g"), Ok(true));
+    assert_eq!(c.delete("g"), Ok(false));
+}
+
+#[test]
+fn describe_and_list_report_members_and_state() {
+    let mut c = coordinator();
+    let (a, actions) = join_new(&mut c, 0, 1);
+    only_join(actions, 1001);
+    c.sync(0, 2, sync_req(&a, 1, vec![(a.clone(), Bytes::from_static(b"x"))]));
+    assert_eq!(
+        c.list(),
+        vec![("g".to_string(), "consumer".to_string(), GroupState::Stable)]
+    );
+    let d = c.describe("g").unwrap();
+    assert_eq!(d.state.name(), "Stable");
+    assert_eq!(d.protocol, "cooperative-sticky");
+    assert_eq!(d.members[0].member_id, a);
+    assert_eq!(d.members[0].assignment, Bytes::from_static(b"x"));
+    assert_eq!(d.members[0].metadata, Bytes::from_static(b"meta-cs"));
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+    use std::collections::HashMap;
+
+    #[derive(Debug, Clone)]
+    enum Ev {
+        Join(usize),
+        Sync(usize),
+        Heartbeat(usize),
+        Leave(usize),
+        Advance(u64),
+    }
+
+    fn ev() -> impl Strategy<Value = Ev> {
+        prop_oneof![
+            (0..3usize).prop_map(Ev::Join),
+            (0..3usize).prop_map(Ev::Sync),
+            (0..3usize).prop_map(Ev::Heartbeat),
+            (0..3usize).prop_map(Ev::Leave),
+            (1..15_000u64).prop_map(Ev::Advance),
+        ]
+    }
+
+    #[derive(Default, Clone)]
+    struct Client {
+        member_id: String,
+        generation: i32,
+        leader_members: Vec<String>,
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn invariants_hold_for_random_event_sequences(events in proptest::collection::vec(ev(), 1..120)) {
+            let mut c = coordinator();
+            let mut clients = vec![Client::default(); 3];
+            let mut now: Millis = 0;
+            let mut next_reply: ReplyId = 0;
+            // reply -> (client, is_join)
+            let mut parked: HashMap<ReplyId, (usize, bool)> = HashMap::new();
+            let mut leader_of_generation: HashMap<i32, String> = HashMap::new();
+            // member id -> last time the coordinator heard from or answered it
+            let mut last_seen: HashMap<String, Millis> = HashMap::new();
+            let mut awaiting_join: HashMap<String, bool> = HashMap::new();
+
+            for e in events {
+                let mut actions = Vec::new();
+                match e {
+                    Ev::Join(i) => {
+                        next_reply += 1;
+                        parked.insert(next_reply, (i, true));
+                        let id = clients[i].member_id.clone();
+                        if !id.is_empty() {
+                            last_seen.insert(id.clone(), now);
+                            awaiting_join.insert(id, true);
+                        }
+                        actions = c.join(now, next_reply, join_req(&clients[i].member_id, None));
+                    }
+                    Ev::Sync(i) => {
+                        next_reply += 1;
+                        parked.insert(next_reply, (i, false));
+                        let cl = &clients[i];
+                        let assignments = cl
+                            .leader_members
+                            .iter()
+                            .map(|m| (m.clone(), Bytes::from(m.clone())))
+                            .collect();
+                        if c.members("g").contains(&cl.member_id) {
+                            last_seen.insert(cl.member_id.clone(), now);
+                        }
+                        actions = c.sync(now, next_reply, sync_req(&cl.member_id, cl.generation, assignments));
+                    }
+                    Ev::Heartbeat(i) => {
+                        let cl = &clients[i];
+                        if c.members("g").contains(&cl.member_id) {
+                            last_seen.insert(cl.member_id.clone(), now);
+                        }
+                        c.heartbeat(now, "g", cl.generation, &cl.member_id, None);
+                    }
+                    Ev::Leave(i) => {
+                        actions = c.leave(now, "g", &[(clients[i].member_id.clone(), None)]).1;
+                    }
+                    Ev::Advance(dt) => {
+                        now += dt;
+                        actions = c.tick(now);
+                    }
+                }
+                let members = c.members("g");
+                for a in actions {
+                    match a {
+                        Action::Join(r, res) => {
+                            let (i, is_join) = parked.remove(&r).expect("answer to a parked request");
+                            prop_assert!(is_join);
+                            if res.error == E::MemberIdRequired.code() || res.error == 0 {
+                                clients[i].member_id = res.member_id.clone();
+                            }
+                            awaiting_join.insert(res.member_id.clone(), false);
+                            if res.error == 0 {
+                                clients[i].generation = res.generation_id;
+                                last_seen.insert(res.member_id.clone(), now);
+                                // one leader per generation
+                                let l = leader_of_generation
+                                    .entry(res.generation_id)
+                                    .or_insert_with(|| res.leader.clone());
+                                prop_assert_eq!(&*l, &res.leader);
+                                prop_assert!(members.contains(&res.leader));
+                                // only the leader sees the member list, and it lists members only
+                                if res.member_id == res.leader {
+                                    prop_assert!(!res.members.is_empty());
+                                    for m in &res.members {
+                                        prop_assert!(members.contains(&m.member_id));
+                                    }
+                                } else {
+                                    prop_assert!(res.members.is_empty());
+                                }
+                                clients[i].leader_members =
+                                    res.members.iter().map(|m| m.member_id.clone()).collect();
+                            }
+                        }
+                        Action::Sync(r, res) => {
+                            let (i, is_join) = parked.remove(&r).expect("answer to a parked request");
+                            prop_assert!(!is_join);
+                            if res.error == 0 {
+                                // assignments go only to current members, and to the right one
+                                prop_assert!(members.contains(&clients[i].member_id));
+                                if !res.assignment.is_empty() {
+                                    prop_assert_eq!(&res.assignment[..], clients[i].member_id.as_bytes());
+                                }
+                            }
+                        }
+                    }
+                }
+                // a member that stopped talking is gone after its session timeout
+                if matches!(e, Ev::Advance(_)) {
+                    for m in &members {
+                        let waiting = awaiting_join.get(m).copied().unwrap_or(false);
+                        let seen = last_seen.get(m).copied().unwrap_or(0);
+                        prop_assert!(
+                            waiting || now < seen + SESSION as Millis,
+                            "member {} silent since {} still present at {}", m, seen, now
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
