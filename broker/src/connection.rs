@@ -106,7 +106,7 @@ pub async fn serve(
                 break;
             }
         };
-        let reply = match api::dispatch(&state, &header, frame) {
+        let reply = match api::dispatch(&state, &header, frame, peer) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(

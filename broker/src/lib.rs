@@ -17,7 +17,7 @@ pub mod error;
 pub mod flush;
 pub mod frame;
 pub mod group;
-mod ids;
+pub(crate) mod ids;
 pub mod producer_state;
 pub mod server;
 pub mod state;

@@ -10,7 +10,11 @@ use tokio::sync::watch;
 use crate::config::{BrokerConfig, MAX_PARTITIONS};
 use crate::error::StorageError;
 use crate::flush::Flusher;
+use crate::group::coordinator::CoordinatorConfig;
+use crate::group::service::GroupService;
 use crate::storage::{Log, Store, TopicMeta};
+
+const PRODUCER_ID_KEY: &[u8] = b"producer_id/last";
 
 /// One partition: its log and the high watermark consumers may read up to.
 pub struct Partition {
@@ -120,6 +124,10 @@ pub struct State {
     pub hw_changed: watch::Receiver<u64>,
     /// Becomes `true` when the broker shuts down; long polls end early.
     pub shutting_down: watch::Receiver<bool>,
+    /// Consumer group coordinator and committed offsets.
+    pub groups: Arc<GroupService>,
+    /// Serialises producer id allocation.
+    producer_ids: Mutex<()>,
 }
 
 impl State {
@@ -142,7 +150,14 @@ impl State {
             );
             topics.insert(topic.name.clone(), topic);
         }
+        let groups = Arc::new(GroupService::recover(
+            store.clone(),
+            CoordinatorConfig::default(),
+        )?);
+        groups.spawn_ticker(shutting_down.clone());
         Ok(Arc::new(State {
+            groups,
+            producer_ids: Mutex::new(()),
             cluster_id: store.cluster_id(),
             config,
             advertised,
@@ -289,6 +304,45 @@ impl State {
         })?;
         tracing::info!(topic = name, "deleted topic");
         Ok(())
+    }
+
+    /// Allocates a new producer id. The caller must flush before handing it out.
+    pub fn allocate_producer_id(&self) -> Result<i64, StorageError> {
+        let _guard = self.producer_ids.lock().unwrap_or_else(|e| e.into_inner());
+        let next = self.last_producer_id()? + 1;
+        self.store.meta_put(PRODUCER_ID_KEY, &next.to_be_bytes())?;
+        Ok(next)
+    }
+
+    fn last_producer_id(&self) -> Result<i64, StorageError> {
+        let stored = self.store.meta_scan(PRODUCER_ID_KEY)?;
+        match stored.first() {
+            None => Ok(-1),
+            Some((_, v)) => v
+                .as_slice()
+                .try_into()
+                .map(i64::from_be_bytes)
+                .map_err(|_| StorageError::Corrupt {
+                    what: "producer id counter".into(),
+                    detail: format!("{} bytes", v.len()),
+                }),
+        }
+    }
+
+    /// KIP-360 epoch bump for an idempotent producer that lost track of its sequences.
+    /// Returns the (possibly new) id and epoch, or the Kafka error to send.
+    pub fn bump_producer_epoch(
+        &self,
+        id: i64,
+        epoch: i16,
+    ) -> Result<Result<(i64, i16), ResponseError>, StorageError> {
+        if id > self.last_producer_id()? {
+            return Ok(Err(ResponseError::InvalidProducerIdMapping));
+        }
+        if epoch >= i16::MAX - 1 {
+            return self.allocate_producer_id().map(|id| Ok((id, 0)));
+        }
+        Ok(Ok((id, epoch + 1)))
     }
 
     /// Flushes the store (used at shutdown).

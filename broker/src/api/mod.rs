@@ -3,15 +3,27 @@
 
 mod api_versions;
 mod create_topics;
+mod delete_groups;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
+mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -32,6 +44,17 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::JoinGroup, 0, 8),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 8),
+    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::InitProducerId, 0, 4),
 ];
 
 /// The version range we implement for `key`, if any.
@@ -61,6 +84,7 @@ pub fn dispatch(
     state: &Arc<State>,
     header: &RequestHeader,
     mut body: Bytes,
+    peer: SocketAddr,
 ) -> Result<Reply, ConnectionError> {
     let version = header.request_api_version;
     let unsupported = || ConnectionError::UnsupportedApi {
@@ -87,6 +111,7 @@ pub fn dispatch(
             detail: e.to_string(),
         })?;
     let ready = |r: ResponseKind| Ok(Reply::Ready(Box::new(r), version));
+    let client_id = header.client_id.as_deref().unwrap_or("").to_string();
     match request {
         RequestKind::ApiVersions(_) => ready(api_versions::handle().into()),
         RequestKind::Metadata(req) => ready(metadata::handle(state, req, version).into()),
@@ -100,7 +125,40 @@ pub fn dispatch(
         RequestKind::DeleteTopics(req) => ready(delete_topics::handle(state, req, version).into()),
         RequestKind::DescribeConfigs(req) => ready(describe_configs::handle(state, req).into()),
         RequestKind::DescribeCluster(req) => ready(describe_cluster::handle(state, req).into()),
+        RequestKind::FindCoordinator(req) => {
+            ready(find_coordinator::handle(state, req, version).into())
+        }
+        RequestKind::JoinGroup(req) => Ok(Reply::Later(
+            join_group::handle(state, req, version, &client_id, peer),
+            version,
+        )),
+        RequestKind::SyncGroup(req) => Ok(Reply::Later(
+            sync_group::handle(state, req, version),
+            version,
+        )),
+        RequestKind::Heartbeat(req) => ready(heartbeat::handle(state, req).into()),
+        RequestKind::LeaveGroup(req) => ready(leave_group::handle(state, req, version).into()),
+        RequestKind::OffsetCommit(req) => Ok(offset_commit::handle(state, req, version)),
+        RequestKind::OffsetFetch(req) => ready(offset_fetch::handle(state, req, version).into()),
+        RequestKind::ListGroups(req) => ready(list_groups::handle(state, req).into()),
+        RequestKind::DescribeGroups(req) => ready(describe_groups::handle(state, req).into()),
+        RequestKind::DeleteGroups(req) => Ok(delete_groups::handle(state, req, version)),
+        RequestKind::InitProducerId(req) => {
+            Ok(init_producer_id::handle(state, req, version, &client_id))
+        }
         _ => Err(unsupported()),
+    }
+}
+
+/// Waits for a parked group request's answer; `None` if the broker shuts down first.
+async fn wait_answer(
+    state: &State,
+    rx: tokio::sync::oneshot::Receiver<crate::group::service::Answer>,
+) -> Option<crate::group::service::Answer> {
+    let mut shutdown = state.shutting_down.clone();
+    tokio::select! {
+        answer = rx => answer.ok(),
+        _ = shutdown.wait_for(|s| *s) => None,
     }
 }
 

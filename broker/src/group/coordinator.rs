@@ -320,8 +320,7 @@ impl Coordinator {
         let requested_id = req.member_id.clone();
         let fail = |e: E| vec![Action::Join(reply, JoinResult::error(e, &requested_id))];
         let session = req.session_timeout_ms.max(0) as Millis;
-        if session < self.config.min_session_timeout || session > self.config.max_session_timeout
-        {
+        if session < self.config.min_session_timeout || session > self.config.max_session_timeout {
             return fail(E::InvalidSessionTimeout);
         }
         if req.protocol_type.is_empty() || req.protocols.is_empty() {
@@ -366,7 +365,10 @@ impl Coordinator {
                 if let Some(old) = group.static_members.insert(instance.clone(), id.clone()) {
                     if let Some(m) = group.members.remove(&old) {
                         if let Some(r) = m.pending_join {
-                            actions.push(Action::Join(r, JoinResult::error(E::FencedInstanceId, &old)));
+                            actions.push(Action::Join(
+                                r,
+                                JoinResult::error(E::FencedInstanceId, &old),
+                            ));
                         }
                         if let Some(r) = m.pending_sync {
                             actions.push(Action::Sync(r, SyncResult::error(E::FencedInstanceId)));
@@ -400,19 +402,22 @@ impl Coordinator {
         let Some(group) = self.groups.get_mut(&req.group_id) else {
             return fail(E::UnknownServerError);
         };
-        let member = group.members.entry(member_id.clone()).or_insert_with(|| Member {
-            instance_id: req.group_instance_id.clone(),
-            client_id: String::new(),
-            client_host: String::new(),
-            session_timeout: session,
-            rebalance_timeout: session,
-            protocols: Vec::new(),
-            assignment: Bytes::new(),
-            last_heartbeat: now,
-            pending_join: None,
-            pending_sync: None,
-            joined_seq: seq,
-        });
+        let member = group
+            .members
+            .entry(member_id.clone())
+            .or_insert_with(|| Member {
+                instance_id: req.group_instance_id.clone(),
+                client_id: String::new(),
+                client_host: String::new(),
+                session_timeout: session,
+                rebalance_timeout: session,
+                protocols: Vec::new(),
+                assignment: Bytes::new(),
+                last_heartbeat: now,
+                pending_join: None,
+                pending_sync: None,
+                joined_seq: seq,
+            });
         member.client_id = req.client_id;
         member.client_host = req.client_host;
         member.session_timeout = session;
@@ -420,11 +425,19 @@ impl Coordinator {
         member.protocols = req.protocols;
         member.last_heartbeat = now;
         if let Some(old) = member.pending_join.replace(reply) {
-            actions.push(Action::Join(old, JoinResult::error(E::RebalanceInProgress, &member_id)));
+            actions.push(Action::Join(
+                old,
+                JoinResult::error(E::RebalanceInProgress, &member_id),
+            ));
         }
         group.protocol_type = Some(req.protocol_type);
         if group.state != GroupState::PreparingRebalance {
-            prepare_rebalance(group, now, self.config.initial_rebalance_delay, &mut actions);
+            prepare_rebalance(
+                group,
+                now,
+                self.config.initial_rebalance_delay,
+                &mut actions,
+            );
         }
         try_complete_join(group, now, &mut actions);
         actions
@@ -560,7 +573,12 @@ impl Coordinator {
             }
         }
         if removed {
-            members_left(group, now, self.config.initial_rebalance_delay, &mut actions);
+            members_left(
+                group,
+                now,
+                self.config.initial_rebalance_delay,
+                &mut actions,
+            );
         }
         (codes, actions)
     }
@@ -584,7 +602,12 @@ impl Coordinator {
                     tracing::info!(member = %id, "member session expired");
                     remove_member(group, id, &mut actions);
                 }
-                members_left(group, now, self.config.initial_rebalance_delay, &mut actions);
+                members_left(
+                    group,
+                    now,
+                    self.config.initial_rebalance_delay,
+                    &mut actions,
+                );
             }
             if group.state == GroupState::PreparingRebalance && now >= group.rebalance_deadline {
                 complete_join(group, now, &mut actions);
@@ -636,7 +659,13 @@ impl Coordinator {
         let mut v: Vec<_> = self
             .groups
             .iter()
-            .map(|(id, g)| (id.clone(), g.protocol_type.clone().unwrap_or_default(), g.state))
+            .map(|(id, g)| {
+                (
+                    id.clone(),
+                    g.protocol_type.clone().unwrap_or_default(),
+                    g.state,
+                )
+            })
             .collect();
         v.sort_by(|a, b| a.0.cmp(&b.0));
         v
@@ -692,7 +721,12 @@ impl Coordinator {
     }
 }
 
-fn prepare_rebalance(group: &mut Group, now: Millis, initial_delay: Millis, actions: &mut Vec<Action>) {
+fn prepare_rebalance(
+    group: &mut Group,
+    now: Millis,
+    initial_delay: Millis,
+    actions: &mut Vec<Action>,
+) {
     for m in group.members.values_mut() {
         if let Some(r) = m.pending_sync.take() {
             actions.push(Action::Sync(r, SyncResult::error(E::RebalanceInProgress)));

@@ -72,9 +72,16 @@ fn first_member_gets_an_id_then_leads_generation_one() {
     assert_eq!(res.protocol_name.as_deref(), Some("cooperative-sticky"));
     assert_eq!(res.members.len(), 1);
     assert_eq!(res.members[0].metadata, Bytes::from_static(b"meta-cs"));
-    assert_eq!(c.generation("g"), Some((1, GroupState::CompletingRebalance)));
+    assert_eq!(
+        c.generation("g"),
+        Some((1, GroupState::CompletingRebalance))
+    );
 
-    let actions = c.sync(0, 2, sync_req(&a, 1, vec![(a.clone(), Bytes::from_static(b"p0"))]));
+    let actions = c.sync(
+        0,
+        2,
+        sync_req(&a, 1, vec![(a.clone(), Bytes::from_static(b"p0"))]),
+    );
     let s = sync_answer(&actions, 2).unwrap();
     assert_eq!((s.error, s.assignment), (0, Bytes::from_static(b"p0")));
     assert_eq!(c.generation("g"), Some((1, GroupState::Stable)));
@@ -90,7 +97,10 @@ fn second_member_triggers_a_rebalance_with_one_leader() {
     let (b, actions) = join_new(&mut c, 10, 3);
     assert!(actions.is_empty(), "b waits for a to rejoin");
     assert_eq!(c.generation("g"), Some((1, GroupState::PreparingRebalance)));
-    assert_eq!(c.heartbeat(20, "g", 1, &a, None), E::RebalanceInProgress.code());
+    assert_eq!(
+        c.heartbeat(20, "g", 1, &a, None),
+        E::RebalanceInProgress.code()
+    );
 
     let actions = c.join(30, 4, join_req(&a, None));
     let ra = only_join(actions.clone(), 4);
@@ -109,11 +119,20 @@ fn second_member_triggers_a_rebalance_with_one_leader() {
         sync_req(
             &a,
             2,
-            vec![(a.clone(), Bytes::from_static(b"A")), (b.clone(), Bytes::from_static(b"B"))],
+            vec![
+                (a.clone(), Bytes::from_static(b"A")),
+                (b.clone(), Bytes::from_static(b"B")),
+            ],
         ),
     );
-    assert_eq!(sync_answer(&actions, 5).unwrap().assignment, Bytes::from_static(b"B"));
-    assert_eq!(sync_answer(&actions, 6).unwrap().assignment, Bytes::from_static(b"A"));
+    assert_eq!(
+        sync_answer(&actions, 5).unwrap().assignment,
+        Bytes::from_static(b"B")
+    );
+    assert_eq!(
+        sync_answer(&actions, 6).unwrap().assignment,
+        Bytes::from_static(b"A")
+    );
     assert_eq!(c.heartbeat(60, "g", 2, &b, None), 0);
 }
 
@@ -123,11 +142,23 @@ fn heartbeat_and_sync_fencing_errors() {
     let (a, actions) = join_new(&mut c, 0, 1);
     only_join(actions, 1001);
     c.sync(0, 2, sync_req(&a, 1, vec![]));
-    assert_eq!(c.heartbeat(1, "g", 0, &a, None), E::IllegalGeneration.code());
-    assert_eq!(c.heartbeat(1, "g", 1, "ghost", None), E::UnknownMemberId.code());
-    assert_eq!(c.heartbeat(1, "nope", 1, &a, None), E::UnknownMemberId.code());
+    assert_eq!(
+        c.heartbeat(1, "g", 0, &a, None),
+        E::IllegalGeneration.code()
+    );
+    assert_eq!(
+        c.heartbeat(1, "g", 1, "ghost", None),
+        E::UnknownMemberId.code()
+    );
+    assert_eq!(
+        c.heartbeat(1, "nope", 1, &a, None),
+        E::UnknownMemberId.code()
+    );
     let s = c.sync(1, 3, sync_req(&a, 7, vec![]));
-    assert_eq!(sync_answer(&s, 3).unwrap().error, E::IllegalGeneration.code());
+    assert_eq!(
+        sync_answer(&s, 3).unwrap().error,
+        E::IllegalGeneration.code()
+    );
     let s = c.sync(1, 4, sync_req("ghost", 1, vec![]));
     assert_eq!(sync_answer(&s, 4).unwrap().error, E::UnknownMemberId.code());
     // unknown member id on join
@@ -195,7 +226,10 @@ fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_deadline() {
     }
     let actions = c.tick(30_100);
     let rb = only_join(actions, 1003);
-    assert_eq!((rb.error, rb.generation_id, rb.leader.clone()), (0, 2, b.clone()));
+    assert_eq!(
+        (rb.error, rb.generation_id, rb.leader.clone()),
+        (0, 2, b.clone())
+    );
     assert_eq!(c.members("g"), vec![b]);
 }
 
@@ -209,7 +243,10 @@ fn static_member_restart_replaces_and_fences_the_old_incarnation() {
     let r2 = only_join(c.join(5, 3, join_req("", Some("consumer-1"))), 3);
     assert_eq!(r2.error, 0);
     assert_ne!(r2.member_id, old);
-    assert_eq!(r2.leader, r2.member_id, "leadership moves to the new incarnation");
+    assert_eq!(
+        r2.leader, r2.member_id,
+        "leadership moves to the new incarnation"
+    );
     assert_eq!(
         c.heartbeat(6, "g", r2.generation_id, &old, Some("consumer-1")),
         E::FencedInstanceId.code()
@@ -247,15 +284,31 @@ fn protocol_mismatch_and_bad_timeouts_are_refused() {
 #[test]
 fn commits_are_checked_against_membership() {
     let mut c = coordinator();
-    assert_eq!(c.check_commit("g", -1, "", None), 0, "simple commit to an unknown group");
+    assert_eq!(
+        c.check_commit("g", -1, "", None),
+        0,
+        "simple commit to an unknown group"
+    );
     let (a, actions) = join_new(&mut c, 0, 1);
     only_join(actions, 1001);
-    assert_eq!(c.check_commit("g", 1, &a, None), E::RebalanceInProgress.code());
+    assert_eq!(
+        c.check_commit("g", 1, &a, None),
+        E::RebalanceInProgress.code()
+    );
     c.sync(0, 2, sync_req(&a, 1, vec![]));
     assert_eq!(c.check_commit("g", 1, &a, None), 0);
-    assert_eq!(c.check_commit("g", 0, &a, None), E::IllegalGeneration.code());
-    assert_eq!(c.check_commit("g", 1, "ghost", None), E::UnknownMemberId.code());
-    assert_eq!(c.check_commit("g", -1, "", None), E::IllegalGeneration.code());
+    assert_eq!(
+        c.check_commit("g", 0, &a, None),
+        E::IllegalGeneration.code()
+    );
+    assert_eq!(
+        c.check_commit("g", 1, "ghost", None),
+        E::UnknownMemberId.code()
+    );
+    assert_eq!(
+        c.check_commit("g", -1, "", None),
+        E::IllegalGeneration.code()
+    );
     assert_eq!(c.delete("g"), Err(E::NonEmptyGroup));
     c.leave(1, "g", &[(a, None)]);
     assert_eq!(c.delete("g"), Ok(true));
@@ -267,7 +320,11 @@ fn describe_and_list_report_members_and_state() {
     let mut c = coordinator();
     let (a, actions) = join_new(&mut c, 0, 1);
     only_join(actions, 1001);
-    c.sync(0, 2, sync_req(&a, 1, vec![(a.clone(), Bytes::from_static(b"x"))]));
+    c.sync(
+        0,
+        2,
+        sync_req(&a, 1, vec![(a.clone(), Bytes::from_static(b"x"))]),
+    );
     assert_eq!(
         c.list(),
         vec![("g".to_string(), "consumer".to_string(), GroupState::Stable)]

@@ -2,3 +2,4 @@
 //! it for the broker (parked requests, the clock, committed offsets in the store).
 
 pub mod coordinator;
+pub mod service;

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
-use super::{collect_batches, idempotence, Appended, Log, Store, TopicMeta};
+use super::{collect_batches, idempotence, Appended, Log, MetaRecord, Store, TopicMeta};
 use crate::batch::{self, BatchInfo};
 use crate::error::StorageError;
 use crate::producer_state::ProducerEntry;
@@ -142,7 +142,7 @@ impl Store for MemoryStore {
         m.remove(key);
         Ok(())
     }
-    fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<MetaRecord>, StorageError> {
         let m = self.meta.lock().unwrap_or_else(|e| e.into_inner());
         Ok(m.range(prefix.to_vec()..)
             .take_while(|(k, _)| k.starts_with(prefix))

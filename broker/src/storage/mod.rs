@@ -27,6 +27,9 @@ use crate::batch::BatchInfo;
 use crate::error::StorageError;
 use crate::producer_state::{self, Check, ProducerEntry};
 
+/// A metadata record: key and value.
+pub type MetaRecord = (Vec<u8>, Vec<u8>);
+
 /// Persistent description of a topic.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicMeta {
@@ -92,7 +95,7 @@ pub trait Store: Send + Sync {
     /// Removes a metadata record.
     fn meta_remove(&self, key: &[u8]) -> Result<(), StorageError>;
     /// All metadata records whose key starts with `prefix`, in key order.
-    fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError>;
+    fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<MetaRecord>, StorageError>;
 }
 
 /// Idempotence decision shared by both stores, for a batch that would be stored at `base`:

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::{collect_batches, idempotence, Appended, Log, Store, TopicMeta};
+use super::{collect_batches, idempotence, Appended, Log, MetaRecord, Store, TopicMeta};
 use crate::batch::{self, BatchInfo};
 use crate::error::StorageError;
 use crate::producer_state::ProducerEntry;
@@ -317,7 +317,7 @@ impl Store for SledStore {
         Ok(())
     }
 
-    fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StorageError> {
+    fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<MetaRecord>, StorageError> {
         self.meta
             .scan_prefix(meta_key(prefix))
             .map(|item| {

@@ -1,0 +1,35 @@
+//! DeleteGroups: empty groups only (NON_EMPTY_GROUP otherwise), with their offsets.
+
+use std::sync::Arc;
+
+use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse, ResponseKind};
+use kafka_protocol::ResponseError;
+
+use super::Reply;
+use crate::state::State;
+
+pub fn handle(state: &Arc<State>, req: DeleteGroupsRequest, version: i16) -> Reply {
+    let results = req
+        .groups_names
+        .into_iter()
+        .map(|g| {
+            let code = state.groups.delete(&g).unwrap_or_else(|e| {
+                tracing::error!(group = %g.0, "deleting group offsets failed: {e}");
+                ResponseError::KafkaStorageError.code()
+            });
+            DeletableGroupResult::default()
+                .with_group_id(g)
+                .with_error_code(code)
+        })
+        .collect();
+    let response = DeleteGroupsResponse::default().with_results(results);
+    let flusher = state.flusher.clone();
+    Reply::Later(
+        Box::pin(async move {
+            flusher.flush(Vec::new()).await;
+            ResponseKind::from(response)
+        }),
+        version,
+    )
+}
