@@ -9,7 +9,7 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Build tools (librdkafka is compiled from source by the rdkafka crate), kcat for the
 # CLI tests, and PostgreSQL for the consumer and the end-to-end pipeline.
-apt_packages=(build-essential pkg-config cmake python3 kcat postgresql postgresql-client curl)
+apt_packages=(build-essential pkg-config cmake python3 python3-venv kcat postgresql postgresql-client curl)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -19,6 +19,24 @@ if [ ${#missing[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  echo "setup: installing nodejs and npm"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nodejs npm >/dev/null
+fi
+
+# Clients of the compatibility matrix (docs/COMPATIBILITY.md), pinned, kept out of the
+# system: two Python venvs (aiokafka 0.10.0 cannot share one with the newest aiokafka)
+# and a local node_modules.
+for venv in ".venv:tests/compat/python/requirements.txt" \
+            ".venv-aiokafka010:tests/compat/python/requirements-aiokafka010.txt"; do
+  dir=${venv%%:*}
+  req=${venv#*:}
+  [ -x "$dir/bin/python" ] || python3 -m venv "$dir"
+  "$dir/bin/pip" install -q --disable-pip-version-check -r "$req"
+done
+(cd tests/compat/node && npm ci --no-audit --no-fund --loglevel=error)
 
 if ! command -v cargo >/dev/null; then
   echo "setup: Rust is missing; install it with rustup (https://rustup.rs), then re-run" >&2
