@@ -1,6 +1,8 @@
 //! `finstream`: the one binary, a thin CLI over the broker, producer and consumer crates.
 
 mod broker_cmd;
+mod kafka_opts;
+mod produce_cmd;
 
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
@@ -20,6 +22,12 @@ struct Cli {
 enum Command {
     /// Run the embedded Kafka-compatible broker.
     Broker(broker_cmd::BrokerArgs),
+    /// Clean a CSV of transactions and send it to a Kafka topic.
+    Produce(produce_cmd::ProduceArgs),
+    /// Fit the min-max amount scaler on a CSV and write scaler.json.
+    FitScaler(produce_cmd::FitScalerArgs),
+    /// Write synthetic transactions as CSV (for demos and benchmarks).
+    Generate(produce_cmd::GenerateArgs),
 }
 
 fn init_logging() {
@@ -47,6 +55,9 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Broker(args) => broker_cmd::run(args).await,
+            Command::Produce(args) => produce_cmd::run(args).await,
+            Command::FitScaler(args) => produce_cmd::fit_scaler(args),
+            Command::Generate(args) => produce_cmd::generate(args),
         }
     });
     match result {

@@ -1,1 +1,21 @@
-//! placeholder
+//! # finstream-producer
+//!
+//! CSV -> cleaned JSON messages -> Kafka, with byte-for-byte parity with the original
+//! Python producer (pandas + NLTK + scikit-learn's MinMaxScaler + aiokafka).
+//!
+//! * [`clean`]: the description cleaning rules (pure functions);
+//! * [`scaler`]: min-max scaling, fit and `scaler.json`;
+//! * [`pyjson`]: the message body exactly as Python's `json.dumps` wrote it;
+//! * [`source`]: streaming CSV input, columns by header name, rows to messages or dead letters;
+//! * [`pipeline`]: the multi-threaded run through librdkafka;
+//! * [`generate`]: synthetic transactions for demos and benchmarks.
+
+pub mod clean;
+pub mod generate;
+pub mod pipeline;
+pub mod pyjson;
+pub mod scaler;
+pub mod source;
+
+pub use pipeline::{run, ProduceConfig, ProduceError, Summary};
+pub use scaler::Scaler;
