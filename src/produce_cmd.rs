@@ -231,6 +231,7 @@ pub fn fit_scaler(args: FitScalerArgs) -> anyhow::Result<ExitCode> {
         .read_byte_record(&mut record)
         .with_context(|| format!("reading {}", args.csv.display()))?
     {
+        source::strip_cr(&mut record);
         match record.get(columns.amount).map(source::parse_amount) {
             Some(Ok(x)) => amounts.push(x),
             _ => skipped += 1,

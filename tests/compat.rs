@@ -36,12 +36,13 @@ fn run_scenario(program: &Path, script: &Path) {
     );
     let dir = tempfile::tempdir().unwrap();
     let broker = BinaryBroker::start(dir.path());
-    let out = Command::new(program)
-        .arg(script)
-        .arg(&broker.addr)
-        .current_dir(script.parent().unwrap())
-        .output()
-        .expect("run scenario");
+    let out = output_with_timeout(
+        Command::new(program)
+            .arg(script)
+            .arg(&broker.addr)
+            .current_dir(script.parent().unwrap()),
+        Duration::from_secs(300),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     println!("{stdout}");

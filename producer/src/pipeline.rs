@@ -281,6 +281,7 @@ pub fn run(
                 while rows.len() < chunk_rows {
                     match reader.read_byte_record(&mut record) {
                         Ok(true) => {
+                            source::strip_cr(&mut record);
                             let line = record.position().map_or(0, |p| p.line());
                             rows.push((line, std::mem::take(&mut record)));
                         }

@@ -79,9 +79,13 @@ pub fn open(path: &Path) -> Result<(Reader<BufReader<File>>, Columns), SourceErr
         path: p.clone(),
         source,
     })?;
+    // Records end at '\n' only; a '\r' before it is stripped by `strip_cr`. (With the csv
+    // crate's default CRLF handling, a record after a CRLF line reports the previous line's
+    // number, and "file:line" must be right.)
     let mut reader = ReaderBuilder::new()
         .flexible(true)
         .has_headers(true)
+        .terminator(csv::Terminator::Any(b'\n'))
         .from_reader(BufReader::with_capacity(256 * 1024, file));
     let headers = reader.byte_headers().map_err(|e| SourceError::Csv {
         path: p.clone(),
@@ -130,6 +134,19 @@ pub fn open(path: &Path) -> Result<(Reader<BufReader<File>>, Columns), SourceErr
         amount: find(AMOUNT)?,
     };
     Ok((reader, columns))
+}
+
+/// Removes the `\r` of a CRLF line end from the record's last field.
+pub fn strip_cr(record: &mut ByteRecord) {
+    let n = record.len();
+    if n == 0 {
+        return;
+    }
+    if let Some(last) = record.get(n - 1).filter(|f| f.ends_with(b"\r")) {
+        let kept = last[..last.len() - 1].to_vec();
+        record.truncate(n - 1);
+        record.push_field(&kept);
+    }
 }
 
 /// What one CSV row becomes.
@@ -240,6 +257,16 @@ mod tests {
         ] {
             assert!(parse_amount(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn crlf_is_stripped_from_the_last_field_only() {
+        let mut r = ByteRecord::from(vec!["a\r", "b\r"]);
+        strip_cr(&mut r);
+        assert_eq!(r, ByteRecord::from(vec!["a\r", "b"]));
+        let mut empty = ByteRecord::new();
+        strip_cr(&mut empty);
+        assert!(empty.is_empty());
     }
 
     #[test]
