@@ -1,7 +1,10 @@
 //! `finstream`: the one binary, a thin CLI over the broker, producer and consumer crates.
 
+mod all_in_one;
 mod broker_cmd;
+mod consume_cmd;
 mod kafka_opts;
+mod pg_cluster;
 mod produce_cmd;
 
 use clap::{Parser, Subcommand};
@@ -28,6 +31,10 @@ enum Command {
     FitScaler(produce_cmd::FitScalerArgs),
     /// Write synthetic transactions as CSV (for demos and benchmarks).
     Generate(produce_cmd::GenerateArgs),
+    /// Load a Kafka topic into PostgreSQL, exactly once.
+    Consume(consume_cmd::ConsumeArgs),
+    /// Broker + consumer + producer in one process: CSV into PostgreSQL with no Kafka installed.
+    AllInOne(all_in_one::AllInOneArgs),
 }
 
 fn init_logging() {
@@ -58,6 +65,8 @@ fn main() -> std::process::ExitCode {
             Command::Produce(args) => produce_cmd::run(args).await,
             Command::FitScaler(args) => produce_cmd::fit_scaler(args),
             Command::Generate(args) => produce_cmd::generate(args),
+            Command::Consume(args) => consume_cmd::run(args).await,
+            Command::AllInOne(args) => all_in_one::run(args).await,
         }
     });
     match result {

@@ -1,0 +1,553 @@
+//! The consumer loop: Kafka messages -> batches -> one PostgreSQL transaction each.
+//!
+//! Exactly once: PostgreSQL's `finstream_offsets` table is the truth. A batch's rows, its
+//! dead letters and the next offset of each of its partitions are committed together, the
+//! offsets by compare-and-set so a consumer that lost a partition in a rebalance cannot
+//! overwrite its new owner's progress. Messages below the stored offset are skipped (and the
+//! partition is sought forward), so wherever Kafka restarts the group, nothing is loaded
+//! twice. Kafka's own group commit follows the PostgreSQL commit and only feeds lag tools.
+//! When PostgreSQL fails (down, restarting, an ambiguous COMMIT), the batch is dropped, fetching
+//! pauses, the connection is retried with capped exponential backoff, and every partition is
+//! sought back to the offset PostgreSQL actually holds.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::error::KafkaError;
+use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
+use tokio::sync::watch;
+use tokio_postgres::Client;
+
+use crate::db::{self, Advance, DbError, DeadLetter, Row, Sink, TableName, Written};
+use crate::message;
+
+/// Everything a consumer run needs.
+#[derive(Debug, Clone)]
+pub struct ConsumeConfig {
+    /// Kafka bootstrap servers.
+    pub bootstrap_servers: String,
+    /// Topic to load.
+    pub topic: String,
+    /// Consumer group.
+    pub group: String,
+    /// PostgreSQL connection settings.
+    pub pg: tokio_postgres::Config,
+    /// Target table (`NAME` or `SCHEMA.NAME`).
+    pub table: String,
+    /// A batch closes at this many messages...
+    pub batch_size: usize,
+    /// ...or this long after its first message, whichever comes first.
+    pub batch_timeout: Duration,
+    /// librdkafka properties, applied after our defaults.
+    pub kafka_properties: Vec<(String, String)>,
+    /// Exit once everything up to the high watermarks seen at start is loaded.
+    pub stop_at_end: bool,
+    /// Longest wait between reconnection attempts.
+    pub max_backoff: Duration,
+}
+
+impl ConsumeConfig {
+    /// Defaults for everything but the essentials.
+    pub fn new(
+        bootstrap_servers: &str,
+        topic: &str,
+        group: &str,
+        pg: tokio_postgres::Config,
+    ) -> Self {
+        ConsumeConfig {
+            bootstrap_servers: bootstrap_servers.to_string(),
+            topic: topic.to_string(),
+            group: group.to_string(),
+            pg,
+            table: "transactions".into(),
+            batch_size: 5000,
+            batch_timeout: Duration::from_millis(20),
+            kafka_properties: Vec::new(),
+            stop_at_end: false,
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}
+
+/// Errors that end a consumer run.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConsumeError {
+    /// PostgreSQL refused something retrying will not fix (table shape, permissions...).
+    #[error(transparent)]
+    Db(#[from] DbError),
+    /// The Kafka client failed.
+    #[error("kafka: {0}")]
+    Kafka(#[from] KafkaError),
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Summary {
+    /// Rows committed to the table.
+    pub rows_loaded: u64,
+    /// Poison messages committed to the dead-letter table.
+    pub dead_letters: u64,
+    /// Transactions committed.
+    pub batches: u64,
+    /// Batches rolled back and retried (PostgreSQL errors or offset conflicts).
+    pub retries: u64,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = if self.seconds > 0.0 {
+            self.rows_loaded as f64 / self.seconds
+        } else {
+            0.0
+        };
+        write!(
+            f,
+            "rows loaded {}, dead letters {}, batches {}, retries {}, {:.2} s, {rate:.0} rows/s",
+            self.rows_loaded, self.dead_letters, self.batches, self.retries, self.seconds
+        )
+    }
+}
+
+/// Target offsets: the run ends once PostgreSQL holds at least these for every partition.
+pub type Targets = HashMap<i32, i64>;
+
+struct Ctx {
+    rebalanced: AtomicBool,
+}
+
+impl ClientContext for Ctx {}
+
+impl ConsumerContext for Ctx {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(?parts, "partitions assigned");
+            }
+            Rebalance::Revoke(tpl) => {
+                let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                tracing::info!(?parts, "partitions revoked");
+            }
+            Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
+        }
+        self.rebalanced.store(true, Ordering::Release);
+    }
+}
+
+type KafkaConsumer = StreamConsumer<Ctx>;
+
+#[derive(Default)]
+struct Batch {
+    rows: Vec<Row>,
+    dead: Vec<DeadLetter>,
+    advances: HashMap<i32, Advance>,
+    started: Option<Instant>,
+}
+
+impl Batch {
+    fn len(&self) -> usize {
+        self.rows.len() + self.dead.len()
+    }
+}
+
+struct Loader {
+    cfg: ConsumeConfig,
+    consumer: KafkaConsumer,
+    client: Client,
+    sink: Sink,
+    /// PostgreSQL's next offset per partition, as last read or written by us.
+    positions: HashMap<i32, Option<i64>>,
+    summary: Summary,
+}
+
+fn consumer(cfg: &ConsumeConfig) -> Result<KafkaConsumer, KafkaError> {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.bootstrap_servers)
+        .set("group.id", &cfg.group)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("fetch.wait.max.ms", "100");
+    for (k, v) in &cfg.kafka_properties {
+        c.set(k, v);
+    }
+    let consumer: KafkaConsumer = c.create_with_context(Ctx {
+        rebalanced: AtomicBool::new(false),
+    })?;
+    consumer.subscribe(&[&cfg.topic])?;
+    Ok(consumer)
+}
+
+/// Connects to PostgreSQL, retrying with capped exponential backoff while it is unavailable
+/// (or until shutdown, then `None`).
+async fn connect_with_retry(
+    cfg: &ConsumeConfig,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<Client>, DbError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match db::connect(&cfg.pg).await {
+            Ok(c) => return Ok(Some(c)),
+            Err(e) if e.is_transient() => {
+                tracing::warn!("{e}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait_for(|s| *s) => return Ok(None),
+                }
+                backoff = (backoff * 2).min(cfg.max_backoff);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+impl Loader {
+    /// Where PostgreSQL says `partition` is; loads all positions on a miss.
+    async fn position(&mut self, partition: i32) -> Result<Option<i64>, DbError> {
+        if let Some(p) = self.positions.get(&partition) {
+            return Ok(*p);
+        }
+        let stored = self
+            .sink
+            .positions(&self.client, &self.cfg.group, &self.cfg.topic)
+            .await?;
+        let p = stored.get(&partition).copied();
+        self.positions.insert(partition, p);
+        Ok(p)
+    }
+
+    fn seek(&self, partition: i32, offset: Offset) {
+        let r = tokio::task::block_in_place(|| {
+            self.consumer
+                .seek(&self.cfg.topic, partition, offset, Duration::from_secs(5))
+        });
+        if let Err(e) = r {
+            tracing::debug!(
+                partition,
+                "seek to {offset:?} failed (partition moved?): {e}"
+            );
+        }
+    }
+
+    /// Adds one message to the batch (or skips it if PostgreSQL already has it).
+    async fn add(&mut self, batch: &mut Batch, m: Msg) -> Result<(), DbError> {
+        let stored = self.position(m.partition).await?;
+        let adv = batch.advances.get(&m.partition).copied();
+        let already = adv.map(|a| a.next).or(stored);
+        if let Some(next) = already {
+            if m.offset < next {
+                if adv.is_none() && next - m.offset > 1 {
+                    // Kafka restarted this partition behind PostgreSQL: jump ahead.
+                    tracing::info!(
+                        partition = m.partition,
+                        from = m.offset,
+                        to = next,
+                        "skipping offsets already loaded"
+                    );
+                    self.seek(m.partition, Offset::Offset(next));
+                }
+                return Ok(());
+            }
+        }
+        match message::parse(m.value.as_deref()) {
+            Ok(row) => batch.rows.push(row),
+            Err(error) => {
+                tracing::warn!(
+                    topic = %self.cfg.topic, partition = m.partition, offset = m.offset,
+                    "poison message to the dead-letter table: {error}"
+                );
+                batch.dead.push(DeadLetter {
+                    topic: self.cfg.topic.clone(),
+                    partition: m.partition,
+                    offset: m.offset,
+                    key: m.key,
+                    value: m.value,
+                    error,
+                });
+            }
+        }
+        let expected = adv.map_or(stored, |a| a.expected);
+        batch.advances.insert(
+            m.partition,
+            Advance {
+                expected,
+                next: m.offset + 1,
+            },
+        );
+        batch.started.get_or_insert_with(Instant::now);
+        Ok(())
+    }
+
+    /// Commits the batch. On a conflict or a PostgreSQL failure the batch is dropped and
+    /// every partition goes back to what PostgreSQL holds.
+    async fn flush(
+        &mut self,
+        batch: &mut Batch,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), ConsumeError> {
+        if batch.len() == 0 {
+            return Ok(());
+        }
+        let taken = std::mem::take(batch);
+        let result = self
+            .sink
+            .write(
+                &mut self.client,
+                &self.cfg.group,
+                &self.cfg.topic,
+                &taken.rows,
+                &taken.dead,
+                &taken.advances,
+            )
+            .await;
+        match result {
+            Ok(Written::Committed) => {
+                self.summary.rows_loaded += taken.rows.len() as u64;
+                self.summary.dead_letters += taken.dead.len() as u64;
+                self.summary.batches += 1;
+                let mut tpl = TopicPartitionList::new();
+                for (p, adv) in &taken.advances {
+                    self.positions.insert(*p, Some(adv.next));
+                    let _ = tpl.add_partition_offset(&self.cfg.topic, *p, Offset::Offset(adv.next));
+                }
+                // For lag tools only: PostgreSQL is the truth.
+                if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
+                    tracing::debug!("kafka offset commit failed (harmless): {e}");
+                }
+                Ok(())
+            }
+            Ok(Written::Conflict) => {
+                self.summary.retries += 1;
+                self.reposition().await?;
+                Ok(())
+            }
+            Err(e) if e.is_transient() => {
+                self.summary.retries += 1;
+                tracing::warn!(
+                    "{e}: batch of {} messages rolled back; pausing until PostgreSQL is back",
+                    taken.len()
+                );
+                self.recover(shutdown).await
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// PostgreSQL went away: pause fetching, reconnect, re-read the stored offsets (which
+    /// also settles an ambiguous COMMIT) and seek back to them.
+    async fn recover(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<(), ConsumeError> {
+        let assignment = self.consumer.assignment()?;
+        let _ = self.consumer.pause(&assignment);
+        let client = {
+            // Keep serving the consumer (rebalances, poll interval) while waiting; messages
+            // received now are dropped, we seek back below.
+            let connect = connect_with_retry(&self.cfg, shutdown);
+            tokio::pin!(connect);
+            loop {
+                tokio::select! {
+                    r = &mut connect => break r?,
+                    _ = self.consumer.recv() => {}
+                }
+            }
+        };
+        let Some(client) = client else {
+            return Ok(()); // shutting down; nothing more is written
+        };
+        tracing::info!("PostgreSQL is back");
+        self.client = client;
+        self.reposition().await?;
+        let assignment = self.consumer.assignment()?;
+        let _ = self.consumer.resume(&assignment);
+        Ok(())
+    }
+
+    /// Seeks every assigned partition to PostgreSQL's stored offset.
+    async fn reposition(&mut self) -> Result<(), DbError> {
+        self.positions.clear();
+        let stored = self
+            .sink
+            .positions(&self.client, &self.cfg.group, &self.cfg.topic)
+            .await?;
+        let assignment = self.consumer.assignment().unwrap_or_default();
+        for e in assignment.elements() {
+            let p = e.partition();
+            let next = stored.get(&p).copied();
+            self.positions.insert(p, next);
+            self.seek(p, next.map_or(Offset::Beginning, Offset::Offset));
+        }
+        Ok(())
+    }
+
+    /// True once PostgreSQL holds at least `targets` for every partition.
+    async fn reached(&self, targets: &Targets) -> Result<bool, DbError> {
+        let stored = self
+            .sink
+            .positions(&self.client, &self.cfg.group, &self.cfg.topic)
+            .await?;
+        Ok(targets
+            .iter()
+            .all(|(p, hw)| *hw == 0 || stored.get(p).is_some_and(|s| s >= hw)))
+    }
+}
+
+struct Msg {
+    partition: i32,
+    offset: i64,
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+}
+
+/// High watermarks of every partition of the topic, now.
+fn high_watermarks(consumer: &KafkaConsumer, topic: &str) -> Result<Targets, KafkaError> {
+    tokio::task::block_in_place(|| {
+        let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
+        let mut targets = Targets::new();
+        for t in md.topics() {
+            for p in t.partitions() {
+                let (_, hw) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(30))?;
+                targets.insert(p.id(), hw);
+            }
+        }
+        Ok(targets)
+    })
+}
+
+/// Runs until shutdown, until `--stop-at-end` is satisfied, or until `targets` (set from
+/// outside, e.g. by all-in-one once the producer is done) are reached.
+pub async fn run(
+    cfg: ConsumeConfig,
+    mut shutdown: watch::Receiver<bool>,
+    mut targets: watch::Receiver<Option<Targets>>,
+) -> Result<Summary, ConsumeError> {
+    let started = Instant::now();
+    let table = TableName::parse(&cfg.table)?;
+    let Some(mut client) = connect_with_retry(&cfg, &mut shutdown).await? else {
+        return Ok(Summary::default());
+    };
+    let sink = Sink::prepare(&mut client, table).await?;
+    let consumer = consumer(&cfg)?;
+    let mut goal: Option<Targets> = None;
+    if cfg.stop_at_end {
+        let hw = high_watermarks(&consumer, &cfg.topic)?;
+        tracing::info!(?hw, "will stop once these offsets are loaded");
+        goal = Some(hw);
+    }
+    let mut loader = Loader {
+        cfg,
+        consumer,
+        client,
+        sink,
+        positions: HashMap::new(),
+        summary: Summary::default(),
+    };
+    let mut batch = Batch::default();
+    let idle = Duration::from_millis(200);
+    loop {
+        if *shutdown.borrow() {
+            loader.flush(&mut batch, &mut shutdown).await?;
+            break;
+        }
+        if loader
+            .consumer
+            .context()
+            .rebalanced
+            .swap(false, Ordering::AcqRel)
+        {
+            loader.positions.clear();
+        }
+        let wait = match batch.started {
+            Some(t) => loader.cfg.batch_timeout.saturating_sub(t.elapsed()),
+            None => idle,
+        };
+        let msg = tokio::select! {
+            _ = shutdown.changed() => continue,
+            _ = targets.changed() => {
+                goal = targets.borrow().clone().or(goal);
+                continue;
+            }
+            r = tokio::time::timeout(wait, loader.consumer.recv()) => r,
+        };
+        match msg {
+            Ok(Ok(m)) => {
+                let m = Msg {
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(<[u8]>::to_vec),
+                    value: m.payload().map(<[u8]>::to_vec),
+                };
+                if let Err(e) = loader.add(&mut batch, m).await {
+                    if !e.is_transient() {
+                        return Err(e.into());
+                    }
+                    tracing::warn!("{e}");
+                    batch = Batch::default();
+                    loader.summary.retries += 1;
+                    loader.recover(&mut shutdown).await?;
+                    continue;
+                }
+                if batch.len() >= loader.cfg.batch_size {
+                    loader.flush(&mut batch, &mut shutdown).await?;
+                }
+            }
+            Ok(Err(e)) => tracing::warn!("kafka: {e}"),
+            Err(_timeout) => {}
+        }
+        if batch
+            .started
+            .is_some_and(|t| t.elapsed() >= loader.cfg.batch_timeout)
+        {
+            loader.flush(&mut batch, &mut shutdown).await?;
+        }
+        if batch.len() == 0 {
+            if let Some(g) = &goal {
+                match loader.reached(g).await {
+                    Ok(true) => break,
+                    Ok(false) => {}
+                    Err(e) if e.is_transient() => loader.recover(&mut shutdown).await?,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+    }
+    // Leave the group cleanly; the final Kafka commit is best effort.
+    let _ = tokio::task::block_in_place(|| loader.consumer.commit_consumer_state(CommitMode::Sync));
+    loader.consumer.unsubscribe();
+    loader.summary.seconds = started.elapsed().as_secs_f64();
+    Ok(loader.summary)
+}
+
+/// Resolves the PostgreSQL settings: a URL (flag or `DATABASE_URL`) if given, otherwise the
+/// libpq `PG*` variables with libpq's defaults (but TCP to 127.0.0.1 rather than a socket).
+pub fn pg_config(url: Option<&str>) -> Result<tokio_postgres::Config, String> {
+    if let Some(url) = url.filter(|u| !u.is_empty()) {
+        return url
+            .parse()
+            .map_err(|e| format!("invalid database URL: {e}"));
+    }
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut c = tokio_postgres::Config::new();
+    c.host(env("PGHOST").unwrap_or_else(|| "127.0.0.1".into()));
+    let port = env("PGPORT").unwrap_or_else(|| "5432".into());
+    c.port(
+        port.parse()
+            .map_err(|_| format!("PGPORT '{port}' is not a port"))?,
+    );
+    let user = env("PGUSER").unwrap_or_else(|| "postgres".into());
+    c.user(&user);
+    c.dbname(env("PGDATABASE").unwrap_or(user));
+    if let Some(p) = env("PGPASSWORD") {
+        c.password(p);
+    }
+    c.application_name("finstream");
+    c.connect_timeout(Duration::from_secs(10));
+    Ok(c)
+}

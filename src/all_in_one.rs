@@ -1,0 +1,207 @@
+//! `finstream all-in-one`: the embedded broker, the consumer and the producer in one process.
+//! Loads the CSV into PostgreSQL and exits once every row is in the table (or, with
+//! `--serve`, keeps broker and consumer running for more producers until Ctrl-C).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use finstream_broker::BrokerConfig;
+use finstream_consumer::{ConsumeConfig, Targets};
+use finstream_producer::{ProduceConfig, Scaler};
+use tokio::sync::watch;
+
+use crate::pg_cluster::PrivateCluster;
+use crate::produce_cmd;
+
+#[derive(Args, Debug, Clone)]
+pub struct AllInOneArgs {
+    /// CSV file of transactions.
+    #[arg(long, alias = "csv_name", default_value = "data/sample.csv")]
+    pub csv: PathBuf,
+    /// PostgreSQL URL [default: the local server on 127.0.0.1:5432 (PG* variables apply)
+    /// if it answers, else a private cluster under the data dir if PostgreSQL is installed].
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Directory for the broker's log (and a private PostgreSQL cluster, if one is needed).
+    #[arg(long, env = "FINSTREAM_DATA_DIR", default_value = "./finstream-data")]
+    pub data_dir: PathBuf,
+    /// Fitted amount scaler.
+    #[arg(long, default_value = "data/scaler.json")]
+    pub scaler: PathBuf,
+    /// Topic.
+    #[arg(long, default_value = "financial_transactions")]
+    pub topic: String,
+    /// Target table.
+    #[arg(long, default_value = "transactions")]
+    pub table: String,
+    /// Consumer group.
+    #[arg(long, default_value = "finstream")]
+    pub group: String,
+    /// Broker listen address [default: 127.0.0.1:9092 with --serve, else a free port].
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// Keep broker and consumer running after the load, until Ctrl-C.
+    #[arg(long)]
+    pub serve: bool,
+    /// Consumer batch size.
+    #[arg(long, default_value_t = 5000)]
+    pub batch_size: usize,
+}
+
+/// Finds a PostgreSQL to use, starting a private cluster as a last resort.
+async fn database(
+    args: &AllInOneArgs,
+) -> anyhow::Result<(tokio_postgres::Config, Option<PrivateCluster>)> {
+    if let Some(url) = args.database_url.as_deref().filter(|u| !u.is_empty()) {
+        return Ok((
+            finstream_consumer::pg_config(Some(url)).map_err(anyhow::Error::msg)?,
+            None,
+        ));
+    }
+    let local = finstream_consumer::pg_config(None).map_err(anyhow::Error::msg)?;
+    let probe = tokio::time::timeout(
+        Duration::from_secs(5),
+        finstream_consumer::db::connect(&local),
+    )
+    .await;
+    match probe {
+        Ok(Ok(_)) => {
+            tracing::info!("using the local PostgreSQL server");
+            return Ok((local, None));
+        }
+        Ok(Err(e)) => tracing::info!("no usable local PostgreSQL ({e})"),
+        Err(_) => tracing::info!("no usable local PostgreSQL (timed out)"),
+    }
+    if !PrivateCluster::available() {
+        anyhow::bail!(
+            "no PostgreSQL to load into: pass --database-url postgres://USER:PASS@HOST:PORT/DB \
+             (or set DATABASE_URL / PGHOST...), start a server on 127.0.0.1:5432, or install \
+             PostgreSQL (e.g. `sudo apt-get install postgresql`) so a private cluster can be created"
+        );
+    }
+    let data_dir = args.data_dir.clone();
+    let cluster = tokio::task::spawn_blocking(move || PrivateCluster::start(&data_dir)).await??;
+    let cfg = finstream_consumer::pg_config(Some(&cluster.url())).map_err(anyhow::Error::msg)?;
+    Ok((cfg, Some(cluster)))
+}
+
+pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
+    let started = Instant::now();
+    let scaler = match Scaler::load(&args.scaler) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return Ok(ExitCode::from(produce_cmd::EXIT_INPUT));
+        }
+    };
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let (pg, cluster) = database(&args).await?;
+
+    let listen = args.listen.clone().unwrap_or_else(|| {
+        if args.serve {
+            "127.0.0.1:9092".into()
+        } else {
+            "127.0.0.1:0".into()
+        }
+    });
+    let broker = finstream_broker::start(BrokerConfig {
+        listen,
+        data_dir: Some(args.data_dir.join("broker")),
+        ..BrokerConfig::default()
+    })
+    .await
+    .context("cannot start the embedded broker")?;
+    let bootstrap = broker.bootstrap_servers();
+    if let Err(e) = broker.state().topic_or_create(&args.topic, true) {
+        anyhow::bail!("cannot create topic {}: {}", args.topic, e.message);
+    }
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (targets_tx, targets_rx) = watch::channel::<Option<Targets>>(None);
+    let mut ccfg = ConsumeConfig::new(&bootstrap, &args.topic, &args.group, pg);
+    ccfg.table = args.table.clone();
+    ccfg.batch_size = args.batch_size.max(1);
+    let consumer = tokio::spawn(finstream_consumer::run(ccfg, stop_rx, targets_rx));
+
+    let pcfg = ProduceConfig::new(&bootstrap, &args.topic, &args.csv, scaler);
+    let (produced, interrupted) = produce_cmd::produce(pcfg).await?;
+    let produced = match produced {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = stop_tx.send(true);
+            let _ = consumer.await;
+            let _ = broker.shutdown().await;
+            drop(cluster);
+            return produce_cmd::report(Err(e), interrupted);
+        }
+    };
+    tracing::info!("produce: {produced}");
+    if interrupted {
+        let _ = stop_tx.send(true);
+    } else {
+        // Everything is in the log: the load is done once PostgreSQL holds these offsets.
+        let targets: Targets = broker
+            .state()
+            .topic(&args.topic)
+            .map(|t| {
+                t.partitions
+                    .iter()
+                    .map(|p| (p.index, p.high_watermark()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !args.serve {
+            let _ = targets_tx.send(Some(targets));
+        }
+    }
+    let stop_on_signal = stop_tx.clone();
+    if args.serve && !interrupted {
+        println!(
+            "all-in-one: loaded {}; serving on {bootstrap} (topic {}), Ctrl-C to stop",
+            args.csv.display(),
+            args.topic
+        );
+        tokio::spawn(async move {
+            crate::shutdown_signal().await;
+            let _ = stop_on_signal.send(true);
+        });
+    } else {
+        tokio::spawn(async move {
+            crate::shutdown_signal().await;
+            let _ = stop_on_signal.send(true);
+        });
+    }
+    let consumed = consumer.await.context("consumer task panicked")??;
+    broker.shutdown().await.context("broker shutdown")?;
+    drop(cluster);
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "all-in-one: rows read {}, loaded {}, dead-lettered {} (bad rows) + {} (poison messages), failed {}, {:.2} s, {:.0} rows/s",
+        produced.rows_read,
+        consumed.rows_loaded,
+        produced.dead_lettered,
+        consumed.dead_letters,
+        produced.failed,
+        seconds,
+        produced.rows_read as f64 / seconds.max(1e-9)
+    );
+    if interrupted || (*stop_tx.borrow() && !args.serve) {
+        return Ok(ExitCode::from(produce_cmd::EXIT_INTERRUPTED));
+    }
+    if let Some(why) = &produced.aborted {
+        eprintln!("error: aborted: {why}");
+        return Ok(ExitCode::FAILURE);
+    }
+    if produced.failed > 0 {
+        eprintln!(
+            "error: {} messages were not acknowledged (see the log for file:line)",
+            produced.failed
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
