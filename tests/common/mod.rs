@@ -275,3 +275,249 @@ pub fn output_with_timeout(cmd: &mut Command, timeout: Duration) -> std::process
         stderr: err_reader.join().unwrap_or_default(),
     }
 }
+
+/// A fresh database on the local PostgreSQL (127.0.0.1:5432, user postgres), dropped at the end.
+pub struct TestDb {
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn new(tag: &str) -> TestDb {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("fs_{tag}_{}_{n}", std::process::id());
+        let admin = pg_connect("postgres://postgres@127.0.0.1:5432/postgres").await;
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            admin
+                .batch_execute(&sql)
+                .await
+                .expect("create test database (is PostgreSQL running on 127.0.0.1:5432?)");
+        }
+        TestDb {
+            url: format!("postgres://postgres@127.0.0.1:5432/{name}"),
+            name,
+        }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        pg_connect(&self.url).await
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let _ = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+                "-q",
+                "-c",
+            ])
+            .arg(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            ))
+            .output();
+    }
+}
+
+pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
+    let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    client
+}
+
+/// Rows of a table as a sorted multiset of (description, amount bits).
+pub async fn table_multiset(client: &tokio_postgres::Client, table: &str) -> Vec<(String, u64)> {
+    let rows = client
+        .query(&format!("SELECT description, amount FROM {table}"), &[])
+        .await
+        .expect("select");
+    let mut v: Vec<(String, u64)> = rows
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, f64>(1).to_bits()))
+        .collect();
+    v.sort();
+    v
+}
+
+/// What the producer makes of a CSV: the sorted multiset of (description, amount bits)
+/// of its good rows.
+pub fn expected_multiset(csv: &Path, scaler: &finstream_producer::Scaler) -> Vec<(String, u64)> {
+    let (mut reader, columns) = finstream_producer::source::open(csv).expect("open csv");
+    let stop = finstream_producer::clean::StopWords::nltk_english();
+    let mut scratch = String::new();
+    let mut out = Vec::new();
+    let mut record = csv::ByteRecord::new();
+    while reader.read_byte_record(&mut record).expect("read") {
+        finstream_producer::source::strip_cr(&mut record);
+        if let finstream_producer::source::Outcome::Message(json) =
+            finstream_producer::source::process(
+                &record,
+                columns,
+                scaler,
+                &stop,
+                1 << 20,
+                &mut scratch,
+            )
+        {
+            let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+            out.push((
+                v["description"].as_str().unwrap().to_string(),
+                v["amount"].as_f64().unwrap().to_bits(),
+            ));
+        }
+    }
+    out.sort();
+    out
+}
+
+pub fn reference_scaler() -> finstream_producer::Scaler {
+    finstream_producer::Scaler::load(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("data/scaler.json"),
+    )
+    .unwrap()
+}
+
+/// Writes `rows` generated transactions to `path`.
+pub fn generate_csv(path: &Path, rows: u64, seed: u64) {
+    let f = std::fs::File::create(path).unwrap();
+    finstream_producer::generate::write_csv(std::io::BufWriter::new(f), rows, seed).unwrap();
+}
+
+/// Produces a CSV into `topic` through the producer library; panics unless complete.
+pub async fn produce_csv(bootstrap: &str, topic: &str, csv: &Path) -> finstream_producer::Summary {
+    let cfg = finstream_producer::ProduceConfig::new(bootstrap, topic, csv, reference_scaler());
+    let s = tokio::task::spawn_blocking(move || {
+        finstream_producer::run(
+            &cfg,
+            std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false)),
+            (),
+        )
+    })
+    .await
+    .unwrap()
+    .expect("produce");
+    assert!(s.complete(), "{s}");
+    s
+}
+
+/// A PostgreSQL cluster of the test's own (so it can be restarted without disturbing
+/// other tests), run as the postgres user when the tests run as root.
+pub struct PrivatePg {
+    pub dir: std::path::PathBuf,
+    pub port: u16,
+    bin: std::path::PathBuf,
+    as_postgres: bool,
+}
+
+impl PrivatePg {
+    pub fn start(parent: &Path) -> PrivatePg {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL server installed under /usr/lib/postgresql")
+            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+            .filter(|b| b.join("pg_ctl").exists())
+            .max()
+            .expect("pg_ctl");
+        let as_postgres = Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout == b"0\n")
+            .unwrap_or(false);
+        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711)).unwrap();
+        let dir = parent.join("pg");
+        std::fs::create_dir_all(&dir).unwrap();
+        if as_postgres {
+            assert!(Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .unwrap()
+                .success());
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let pg = PrivatePg {
+            dir,
+            port,
+            bin,
+            as_postgres,
+        };
+        let out = pg
+            .cmd("initdb")
+            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-D"])
+            .arg(&pg.dir)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        pg.ctl("start");
+        pg
+    }
+
+    fn cmd(&self, program: &str) -> Command {
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(program));
+            c
+        } else {
+            Command::new(self.bin.join(program))
+        }
+    }
+
+    pub fn ctl(&self, action: &str) {
+        let opts = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1",
+            self.port,
+            self.dir.display()
+        );
+        let out = self
+            .cmd("pg_ctl")
+            .args(["-w", "-m", "fast", "-D"])
+            .arg(&self.dir)
+            .args(["-o", &opts, "-l"])
+            .arg(self.dir.join("log"))
+            .arg(action)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "pg_ctl {action}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd("pg_ctl")
+            .args(["-w", "-m", "immediate", "-D"])
+            .arg(&self.dir)
+            .arg("stop")
+            .output();
+    }
+}
