@@ -451,3 +451,61 @@ fn all_in_one_starts_a_private_postgres_when_none_answers() {
     );
     assert!(data.join("postgres/PG_VERSION").exists());
 }
+
+#[test]
+fn all_in_one_serve_keeps_loading_until_ctrl_c() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("tx.csv");
+    generate_csv(&csv, 100, 7);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let db = rt.block_on(TestDb::new("serve"));
+    let scaler = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/scaler.json");
+    let mut child = Command::new(finstream_bin())
+        .args([
+            "all-in-one",
+            "--serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--csv",
+            csv.to_str().unwrap(),
+            "--database-url",
+            &db.url,
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--scaler")
+        .arg(&scaler)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let serving = lines.next().expect("a line").unwrap();
+    let addr = serving
+        .split("serving on ")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no address in {serving}"))
+        .to_string();
+    // Another producer (kcat) adds two rows while all-in-one serves.
+    let more = "{\"description\": \"late one\", \"amount\": 0.1}\n{\"description\": \"late two\", \"amount\": 0.2}\n";
+    let (ok, _, err) = kcat(
+        &["-b", &addr, "-P", "-t", "financial_transactions"],
+        more.as_bytes(),
+    );
+    assert!(ok, "{err}");
+    let client = rt.block_on(db.client());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt.block_on(count(&client, "transactions")) < 102 {
+        assert!(Instant::now() < deadline, "late rows never loaded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    assert!(status.success(), "Ctrl-C ends --serve cleanly: {status}");
+    assert_eq!(rt.block_on(count(&client, "transactions")), 102);
+}

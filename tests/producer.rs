@@ -406,3 +406,97 @@ fn generate_then_fit_scaler_round_trips() {
     assert_eq!(s.transform(lo), 0.0);
     assert!((s.transform(hi) - 1.0).abs() < 1e-15);
 }
+
+#[test]
+fn delivery_failures_are_reported_per_row_and_exit_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker =
+        BinaryBroker::start_with(&dir.path().join("data"), &["--max-message-bytes", "200"]);
+    let csv = dir.path().join("long.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "Description,Amount\nshort,1.0\n{},2.0\n",
+            "word ".repeat(100)
+        ),
+    )
+    .unwrap();
+    let out = finstream(&[
+        "produce",
+        "--bootstrap-servers",
+        &broker.addr,
+        "--topic",
+        "small",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--scaler",
+        parity_dir().join("scaler.json").to_str().unwrap(),
+        "-X",
+        "linger.ms=0",
+        "-X",
+        "compression.type=none",
+        "-X",
+        "batch.num.messages=1",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("rows read 2, sent 1, dead-lettered 0, failed 1"),
+        "{stdout}"
+    );
+    assert!(
+        stderr.contains("long.csv:3: delivery to small failed"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn the_original_tools_flag_spellings_still_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BinaryBroker::start(&dir.path().join("data"));
+    let out = finstream(&[
+        "produce",
+        "--bootstrap_servers",
+        &broker.addr,
+        "--topic",
+        "legacy",
+        "--csv_name",
+        parity_dir()
+            .join("cleaning_parity_in.csv")
+            .to_str()
+            .unwrap(),
+        "--chunk_size",
+        "100",
+        "--num_tasks",
+        "3",
+        "--scaler",
+        parity_dir().join("scaler.json").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("rows read 2000, sent 2000"), "{stdout}");
+    let (_, got, _) = kcat(
+        &[
+            "-b",
+            &broker.addr,
+            "-C",
+            "-t",
+            "legacy",
+            "-e",
+            "-q",
+            "-f",
+            "%s\n",
+        ],
+        b"",
+    );
+    let want = std::fs::read_to_string(parity_dir().join("cleaning_parity_out.jsonl")).unwrap();
+    assert_eq!(
+        got, want,
+        "parity holds with several workers and small chunks"
+    );
+}

@@ -91,3 +91,80 @@ async fn run(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::*;
+    use crate::error::StorageError;
+    use crate::storage::memory::MemoryStore;
+    use crate::storage::{Log, MetaRecord, TopicMeta};
+
+    /// A store whose fsync takes 20 ms and is counted.
+    struct SlowSync {
+        inner: MemoryStore,
+        syncs: AtomicUsize,
+    }
+
+    impl Store for SlowSync {
+        fn cluster_id(&self) -> String {
+            self.inner.cluster_id()
+        }
+        fn topics(&self) -> Result<Vec<TopicMeta>, StorageError> {
+            self.inner.topics()
+        }
+        fn create_topic(&self, meta: &TopicMeta) -> Result<(), StorageError> {
+            self.inner.create_topic(meta)
+        }
+        fn open_log(&self, topic: &str, partition: i32) -> Result<Arc<dyn Log>, StorageError> {
+            self.inner.open_log(topic, partition)
+        }
+        fn delete_topic(&self, meta: &TopicMeta) -> Result<(), StorageError> {
+            self.inner.delete_topic(meta)
+        }
+        fn sync(&self) -> Result<(), StorageError> {
+            std::thread::sleep(Duration::from_millis(20));
+            self.syncs.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+        fn meta_put(&self, k: &[u8], v: &[u8]) -> Result<(), StorageError> {
+            self.inner.meta_put(k, v)
+        }
+        fn meta_remove(&self, k: &[u8]) -> Result<(), StorageError> {
+            self.inner.meta_remove(k)
+        }
+        fn meta_scan(&self, p: &[u8]) -> Result<Vec<MetaRecord>, StorageError> {
+            self.inner.meta_scan(p)
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_producers_share_one_fsync() {
+        let store = Arc::new(SlowSync {
+            inner: MemoryStore::new("c"),
+            syncs: AtomicUsize::new(0),
+        });
+        let (hw_tx, mut hw_rx) = watch::channel(0u64);
+        let flusher = Flusher::start(store.clone(), hw_tx);
+        let waiters: Vec<_> = (0..100)
+            .map(|_| {
+                let f = flusher.clone();
+                tokio::spawn(async move { f.flush(Vec::new()).await })
+            })
+            .collect();
+        for w in waiters {
+            assert!(w.await.unwrap(), "every request is acknowledged as durable");
+        }
+        let syncs = store.syncs.load(Ordering::SeqCst);
+        assert!(
+            (1..=5).contains(&syncs),
+            "100 concurrent requests took {syncs} fsyncs"
+        );
+        // A flush that advances no partition does not wake fetchers.
+        assert!(!hw_rx.has_changed().unwrap());
+        hw_rx.mark_unchanged();
+    }
+}

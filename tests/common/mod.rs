@@ -521,3 +521,116 @@ impl Drop for PrivatePg {
             .output();
     }
 }
+
+/// A blocking Kafka protocol client for tests that need exact requests.
+pub struct RawClient {
+    sock: std::net::TcpStream,
+    correlation: i32,
+}
+
+impl RawClient {
+    pub fn connect(addr: &str) -> RawClient {
+        let sock = std::net::TcpStream::connect(addr).expect("connect");
+        sock.set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        RawClient {
+            sock,
+            correlation: 0,
+        }
+    }
+
+    /// Sends `req` as API `key` version `version`; returns the decoded response.
+    pub fn call<Req, Resp>(
+        &mut self,
+        key: kafka_protocol::messages::ApiKey,
+        version: i16,
+        req: &Req,
+    ) -> Resp
+    where
+        Req: kafka_protocol::protocol::Encodable,
+        Resp: kafka_protocol::protocol::Decodable,
+    {
+        use bytes::BufMut;
+        use kafka_protocol::protocol::{Decodable, Encodable};
+        use std::io::{Read, Write};
+        self.correlation += 1;
+        let header = kafka_protocol::messages::RequestHeader::default()
+            .with_request_api_key(key as i16)
+            .with_request_api_version(version)
+            .with_correlation_id(self.correlation)
+            .with_client_id(Some(kafka_protocol::protocol::StrBytes::from_static_str(
+                "raw-test",
+            )));
+        let mut body = bytes::BytesMut::new();
+        header
+            .encode(&mut body, key.request_header_version(version))
+            .unwrap();
+        req.encode(&mut body, version).unwrap();
+        let mut frame = bytes::BytesMut::new();
+        frame.put_i32(body.len() as i32);
+        frame.put_slice(&body);
+        self.sock.write_all(&frame).expect("send");
+        let mut len = [0u8; 4];
+        self.sock.read_exact(&mut len).expect("response length");
+        let mut resp = vec![0u8; i32::from_be_bytes(len) as usize];
+        self.sock.read_exact(&mut resp).expect("response body");
+        let mut buf = bytes::Bytes::from(resp);
+        let rh = kafka_protocol::messages::ResponseHeader::decode(
+            &mut buf,
+            key.response_header_version(version),
+        )
+        .unwrap();
+        assert_eq!(rh.correlation_id, self.correlation);
+        Resp::decode(&mut buf, version).expect("decode response")
+    }
+}
+
+fn write_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        let b = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// An uncompressed RecordBatch v2 of `values`, from producer `pid`/`epoch` starting at
+/// sequence `seq` (pid -1 for a non-idempotent batch).
+pub fn record_batch(values: &[&[u8]], pid: i64, epoch: i16, seq: i32) -> bytes::Bytes {
+    use bytes::BufMut;
+    let mut records = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let mut r = vec![0u8];
+        write_varint(&mut r, 0);
+        write_varint(&mut r, i as i64);
+        write_varint(&mut r, -1);
+        write_varint(&mut r, v.len() as i64);
+        r.extend_from_slice(v);
+        write_varint(&mut r, 0);
+        write_varint(&mut records, r.len() as i64);
+        records.extend_from_slice(&r);
+    }
+    let n = values.len() as i32;
+    let mut b = bytes::BytesMut::new();
+    b.put_i64(0);
+    b.put_i32((49 + records.len()) as i32);
+    b.put_i32(-1);
+    b.put_i8(2);
+    b.put_u32(0);
+    b.put_i16(0);
+    b.put_i32(n - 1);
+    b.put_i64(1_700_000_000_000);
+    b.put_i64(1_700_000_000_000);
+    b.put_i64(pid);
+    b.put_i16(epoch);
+    b.put_i32(seq);
+    b.put_i32(n);
+    b.put_slice(&records);
+    let crc = crc32c::crc32c(&b[21..]);
+    b[17..21].copy_from_slice(&crc.to_be_bytes());
+    b.freeze()
+}

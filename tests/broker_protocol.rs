@@ -1,0 +1,239 @@
+//! Exact protocol behaviour that client libraries hide: idempotent retries and sequence gaps
+//! (and their survival across a restart), producer id allocation, committed offsets across
+//! a restart, group deletion, the connection limit.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::{
+    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
+    ProducerId, TopicName,
+};
+use kafka_protocol::protocol::StrBytes;
+use rdkafka::admin::AdminOptions;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::RDKafkaErrorCode;
+use rdkafka::{Offset, TopicPartitionList};
+
+fn init_producer_id(c: &mut RawClient) -> (i64, i16) {
+    let r: InitProducerIdResponse = c.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+            .with_transaction_timeout_ms(60000),
+    );
+    assert_eq!(r.error_code, 0);
+    (r.producer_id.0, r.producer_epoch)
+}
+
+/// Produces one batch with acks=-1; returns (error code, base offset).
+fn produce(c: &mut RawClient, topic: &str, batch: bytes::Bytes) -> (i16, i64) {
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.into())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch))])]);
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
+fn bump_epoch(c: &mut RawClient, pid: i64, epoch: i16) -> (i64, i16) {
+    let r: InitProducerIdResponse = c.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_transaction_timeout_ms(60000),
+    );
+    assert_eq!(r.error_code, 0);
+    (r.producer_id.0, r.producer_epoch)
+}
+
+fn high_watermark(addr: &str, topic: &str) -> i64 {
+    let c: rdkafka::consumer::BaseConsumer = client_config(addr).create().unwrap();
+    c.fetch_watermarks(topic, 0, Duration::from_secs(10))
+        .unwrap()
+        .1
+}
+
+#[test]
+fn idempotent_retries_are_acknowledged_once_and_gaps_refused_even_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BinaryBroker::start(dir.path());
+    let mut c = RawClient::connect(&broker.addr);
+    let (pid, epoch) = init_producer_id(&mut c);
+    let first = record_batch(&[b"a", b"b", b"c"], pid, epoch, 0);
+    assert_eq!(produce(&mut c, "idem", first.clone()), (0, 0));
+    assert_eq!(
+        produce(&mut c, "idem", record_batch(&[b"d"], pid, epoch, 3)),
+        (0, 3)
+    );
+    // The retry of the first batch is acknowledged with its original offset...
+    assert_eq!(produce(&mut c, "idem", first.clone()), (0, 0));
+    // ...and a gap is refused.
+    assert_eq!(
+        produce(&mut c, "idem", record_batch(&[b"x"], pid, epoch, 9)).0,
+        45,
+        "OUT_OF_ORDER_SEQUENCE_NUMBER"
+    );
+    drop(c);
+    assert!(broker.terminate().success());
+
+    let broker = BinaryBroker::start(dir.path());
+    let mut c = RawClient::connect(&broker.addr);
+    assert_eq!(
+        produce(&mut c, "idem", first),
+        (0, 0),
+        "duplicate still recognised after restart"
+    );
+    assert_eq!(
+        produce(&mut c, "idem", record_batch(&[b"e"], pid, epoch, 4)),
+        (0, 4),
+        "sequence continues"
+    );
+    assert_eq!(
+        high_watermark(&broker.addr, "idem"),
+        5,
+        "nothing stored twice"
+    );
+
+    // KIP-360 epoch bump: the new epoch starts again at sequence 0, and once a partition
+    // has seen it the old epoch is fenced there (as in Kafka).
+    let (same, bumped) = bump_epoch(&mut c, pid, epoch);
+    assert_eq!((same, bumped), (pid, epoch + 1));
+    assert_eq!(
+        produce(&mut c, "idem", record_batch(&[b"new"], pid, bumped, 0)),
+        (0, 5)
+    );
+    assert_eq!(
+        produce(&mut c, "idem", record_batch(&[b"old"], pid, epoch, 5)).0,
+        47,
+        "INVALID_PRODUCER_EPOCH"
+    );
+
+    let (pid2, _) = init_producer_id(&mut c);
+    assert!(
+        pid2 > pid,
+        "producer ids never repeat after a restart ({pid2} after {pid})"
+    );
+}
+
+#[test]
+fn transactional_producers_are_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BinaryBroker::start(dir.path());
+    let mut c = RawClient::connect(&broker.addr);
+    let r: InitProducerIdResponse = c.call(
+        ApiKey::InitProducerId,
+        4,
+        &InitProducerIdRequest::default()
+            .with_transactional_id(Some(kafka_protocol::messages::TransactionalId(
+                StrBytes::from_static_str("tx-1"),
+            )))
+            .with_transaction_timeout_ms(60000)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1),
+    );
+    assert_eq!(r.error_code, 42, "INVALID_REQUEST");
+    // a non-transactional producer on the same connection still works
+    init_producer_id(&mut c);
+}
+
+fn group_consumer(bs: &str, group: &str) -> StreamConsumer {
+    let mut c = client_config(bs);
+    c.set("group.id", group).set("enable.auto.commit", "false");
+    c.create().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn committed_offsets_survive_a_restart_and_groups_can_be_deleted() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BinaryBroker::start(dir.path());
+    create_topic(&broker.addr, "ledger", 2).await;
+    let c = group_consumer(&broker.addr, "auditors");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("ledger", 0, Offset::Offset(0))
+        .unwrap();
+    tpl.add_partition_offset("ledger", 1, Offset::Offset(0))
+        .unwrap();
+    // commit with metadata through a manual (no-membership) commit
+    let mut commit = TopicPartitionList::new();
+    commit
+        .add_partition_offset("ledger", 0, Offset::Offset(42))
+        .unwrap();
+    commit
+        .add_partition_offset("ledger", 1, Offset::Offset(7))
+        .unwrap();
+    c.commit(&commit, CommitMode::Sync).unwrap();
+    drop(c);
+    assert!(broker.terminate().success());
+
+    let broker = BinaryBroker::start(dir.path());
+    let c = group_consumer(&broker.addr, "auditors");
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        got.find_partition("ledger", 0).unwrap().offset(),
+        Offset::Offset(42)
+    );
+    assert_eq!(
+        got.find_partition("ledger", 1).unwrap().offset(),
+        Offset::Offset(7)
+    );
+    drop(c);
+
+    let admin = admin(&broker.addr);
+    let deleted = admin
+        .delete_groups(&["auditors", "nobody"], &AdminOptions::new())
+        .await
+        .unwrap();
+    assert!(deleted[0].is_ok(), "{deleted:?}");
+    assert_eq!(
+        deleted[1].as_ref().unwrap_err().1,
+        RDKafkaErrorCode::GroupIdNotFound
+    );
+    let c = group_consumer(&broker.addr, "auditors");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("ledger", 0);
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        got.find_partition("ledger", 0).unwrap().offset(),
+        Offset::Invalid,
+        "offsets went with the group"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let broker = start_broker_with(None, |c| c.max_connections = 1).await;
+    let addr = broker.local_addr();
+    let api_versions = {
+        // ApiVersions v0: key 18, version 0, correlation 1, client id "t"
+        let mut f = 11i32.to_be_bytes().to_vec();
+        f.extend_from_slice(&[0, 18, 0, 0, 0, 0, 0, 1, 0, 1, b't']);
+        f
+    };
+    let first = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut second = tokio::net::TcpStream::connect(addr).await.unwrap(); // sits in the backlog
+    second.write_all(&api_versions).await.unwrap();
+    let mut len = [0u8; 4];
+    let early = tokio::time::timeout(Duration::from_millis(700), second.read_exact(&mut len)).await;
+    assert!(early.is_err(), "served beyond the connection limit");
+    drop(first);
+    tokio::time::timeout(Duration::from_secs(10), second.read_exact(&mut len))
+        .await
+        .expect("served once the first connection closed")
+        .unwrap();
+    broker.shutdown().await.unwrap();
+}
