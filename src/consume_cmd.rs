@@ -1,6 +1,5 @@
 //! `finstream consume`.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -12,21 +11,8 @@ use crate::kafka_opts;
 
 #[derive(Args, Debug, Clone)]
 pub struct ConsumeArgs {
-    /// Kafka bootstrap servers (HOST:PORT[,HOST:PORT...]).
-    #[arg(
-        long,
-        alias = "bootstrap_servers",
-        env = "KAFKA_BOOTSTRAP_SERVERS",
-        default_value = "localhost:9092"
-    )]
-    pub bootstrap_servers: String,
-    /// Topic to load.
-    #[arg(
-        long,
-        env = "FINSTREAM_TOPIC",
-        default_value = "financial_transactions"
-    )]
-    pub topic: String,
+    #[command(flatten)]
+    pub kafka: kafka_opts::KafkaArgs,
     /// Consumer group (several processes in one group share the partitions).
     #[arg(long, env = "FINSTREAM_GROUP", default_value = "finstream")]
     pub group: String,
@@ -43,12 +29,6 @@ pub struct ConsumeArgs {
     /// ...or this many milliseconds after its first message.
     #[arg(long, default_value_t = 20)]
     pub batch_timeout_ms: u64,
-    /// librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable).
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = kafka_opts::parse_property)]
-    pub property: Vec<(String, String)>,
-    /// Properties file (key=value lines) with librdkafka settings.
-    #[arg(long, value_name = "FILE")]
-    pub consumer_config: Option<PathBuf>,
     /// Exit once everything up to the high watermarks seen at start is loaded.
     #[arg(long)]
     pub stop_at_end: bool,
@@ -58,12 +38,16 @@ impl ConsumeArgs {
     pub fn to_config(&self) -> anyhow::Result<ConsumeConfig> {
         let pg = finstream_consumer::pg_config(self.database_url.as_deref())
             .map_err(anyhow::Error::msg)?;
-        let mut cfg = ConsumeConfig::new(&self.bootstrap_servers, &self.topic, &self.group, pg);
+        let mut cfg = ConsumeConfig::new(
+            &self.kafka.bootstrap_servers,
+            &self.kafka.topic,
+            &self.group,
+            pg,
+        );
         cfg.table = self.table.clone();
         cfg.batch_size = self.batch_size.max(1);
         cfg.batch_timeout = Duration::from_millis(self.batch_timeout_ms);
-        cfg.kafka_properties =
-            kafka_opts::collect(self.consumer_config.as_deref(), &self.property)?;
+        cfg.kafka_properties = self.kafka.properties()?;
         cfg.stop_at_end = self.stop_at_end;
         Ok(cfg)
     }

@@ -4,6 +4,40 @@
 use std::path::Path;
 
 use anyhow::{bail, Context};
+use clap::Args;
+
+/// The Kafka client options `produce` and `consume` share.
+#[derive(Args, Debug, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers (HOST:PORT[,HOST:PORT...]).
+    #[arg(
+        long,
+        alias = "bootstrap_servers",
+        env = "KAFKA_BOOTSTRAP_SERVERS",
+        default_value = "localhost:9092"
+    )]
+    pub bootstrap_servers: String,
+    /// Topic.
+    #[arg(
+        long,
+        env = "FINSTREAM_TOPIC",
+        default_value = "financial_transactions"
+    )]
+    pub topic: String,
+    /// librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable; wins over the file).
+    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = parse_property)]
+    pub property: Vec<(String, String)>,
+    /// Properties file (key=value lines) with librdkafka settings.
+    #[arg(long, value_name = "FILE", visible_aliases = ["producer-config", "consumer-config"])]
+    pub client_config: Option<std::path::PathBuf>,
+}
+
+impl KafkaArgs {
+    /// The properties file's settings, then the `-X` flags.
+    pub fn properties(&self) -> anyhow::Result<Vec<(String, String)>> {
+        collect(self.client_config.as_deref(), &self.property)
+    }
+}
 
 /// Parses `key=value`.
 pub fn parse_property(s: &str) -> Result<(String, String), String> {

@@ -21,21 +21,8 @@ pub const EXIT_INTERRUPTED: u8 = 130;
 
 #[derive(Args, Debug, Clone)]
 pub struct ProduceArgs {
-    /// Kafka bootstrap servers (HOST:PORT[,HOST:PORT...]).
-    #[arg(
-        long,
-        alias = "bootstrap_servers",
-        env = "KAFKA_BOOTSTRAP_SERVERS",
-        default_value = "localhost:9092"
-    )]
-    pub bootstrap_servers: String,
-    /// Topic for the cleaned transactions.
-    #[arg(
-        long,
-        env = "FINSTREAM_TOPIC",
-        default_value = "financial_transactions"
-    )]
-    pub topic: String,
+    #[command(flatten)]
+    pub kafka: kafka_opts::KafkaArgs,
     /// CSV file with `Description` and `Amount` columns (other columns are ignored).
     #[arg(long, alias = "csv_name", default_value = "data/sample.csv")]
     pub csv: PathBuf,
@@ -45,12 +32,6 @@ pub struct ProduceArgs {
     /// Topic for bad rows [default: <topic>.dlq].
     #[arg(long)]
     pub dlq_topic: Option<String>,
-    /// librdkafka property, e.g. -X security.protocol=SASL_SSL (repeatable; wins over the file).
-    #[arg(short = 'X', value_name = "KEY=VALUE", value_parser = kafka_opts::parse_property)]
-    pub property: Vec<(String, String)>,
-    /// Properties file (key=value lines) with librdkafka settings.
-    #[arg(long, value_name = "FILE")]
-    pub producer_config: Option<PathBuf>,
     /// Give up (exit 1) once more than N rows were bad.
     #[arg(long, value_name = "N")]
     pub max_errors: Option<u64>,
@@ -68,12 +49,16 @@ pub struct ProduceArgs {
 impl ProduceArgs {
     pub fn to_config(&self) -> anyhow::Result<ProduceConfig> {
         let scaler = Scaler::load(&self.scaler)?;
-        let mut cfg = ProduceConfig::new(&self.bootstrap_servers, &self.topic, &self.csv, scaler);
+        let mut cfg = ProduceConfig::new(
+            &self.kafka.bootstrap_servers,
+            &self.kafka.topic,
+            &self.csv,
+            scaler,
+        );
         if let Some(dlq) = &self.dlq_topic {
             cfg.dlq_topic = dlq.clone();
         }
-        cfg.kafka_properties =
-            kafka_opts::collect(self.producer_config.as_deref(), &self.property)?;
+        cfg.kafka_properties = self.kafka.properties()?;
         cfg.max_errors = self.max_errors;
         cfg.max_row_bytes = self.max_row_bytes;
         cfg.chunk_rows = self.chunk_size;

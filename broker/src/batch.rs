@@ -254,56 +254,71 @@ fn read_varint(buf: &mut &[u8]) -> Option<i64> {
     None
 }
 
+/// No idempotent producer: producer id -1, epoch -1, sequence -1.
+pub const NO_PRODUCER: (i64, i16, i32) = (-1, -1, -1);
+
+fn write_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    loop {
+        let b = (z & 0x7f) as u8;
+        z >>= 7;
+        if z == 0 {
+            out.push(b);
+            break;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// Encodes an uncompressed RecordBatch v2 of `values` (null keys, no headers) with record
+/// timestamps `base_timestamp + i * timestamp_step`, from `producer` = (id, epoch, base
+/// sequence), for tools and tests that speak the protocol directly.
+pub fn uncompressed_batch(
+    values: &[&[u8]],
+    base_timestamp: i64,
+    timestamp_step: i64,
+    producer: (i64, i16, i32),
+) -> Vec<u8> {
+    let mut records = Vec::new();
+    for (i, v) in values.iter().enumerate() {
+        let mut r = vec![0u8]; // attributes
+        write_varint(&mut r, i as i64 * timestamp_step);
+        write_varint(&mut r, i as i64);
+        write_varint(&mut r, -1); // null key
+        write_varint(&mut r, v.len() as i64);
+        r.extend_from_slice(v);
+        write_varint(&mut r, 0); // headers
+        write_varint(&mut records, r.len() as i64);
+        records.extend_from_slice(&r);
+    }
+    let n = values.len() as i32;
+    let mut b = BytesMut::new();
+    b.put_i64(0);
+    b.put_i32((HEADER_LEN - 12 + records.len()) as i32);
+    b.put_i32(-1);
+    b.put_i8(2);
+    b.put_u32(0);
+    b.put_i16(0);
+    b.put_i32(n - 1);
+    b.put_i64(base_timestamp);
+    b.put_i64(base_timestamp + (i64::from(n) - 1).max(0) * timestamp_step);
+    b.put_i64(producer.0);
+    b.put_i16(producer.1);
+    b.put_i32(producer.2);
+    b.put_i32(n);
+    b.put_slice(&records);
+    let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);
+    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    b.to_vec()
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
 
-    fn write_varint(out: &mut Vec<u8>, v: i64) {
-        let mut z = ((v << 1) ^ (v >> 63)) as u64;
-        loop {
-            let b = (z & 0x7f) as u8;
-            z >>= 7;
-            if z == 0 {
-                out.push(b);
-                break;
-            }
-            out.push(b | 0x80);
-        }
-    }
-
     /// Builds a valid uncompressed batch of `values` with timestamps `ts0 + i * step`.
     pub(crate) fn make_batch(values: &[&[u8]], ts0: i64, step: i64) -> Vec<u8> {
-        let mut records = Vec::new();
-        for (i, v) in values.iter().enumerate() {
-            let mut r = vec![0u8]; // attributes
-            write_varint(&mut r, i as i64 * step);
-            write_varint(&mut r, i as i64);
-            write_varint(&mut r, -1); // null key
-            write_varint(&mut r, v.len() as i64);
-            r.extend_from_slice(v);
-            write_varint(&mut r, 0); // headers
-            write_varint(&mut records, r.len() as i64);
-            records.extend_from_slice(&r);
-        }
-        let n = values.len() as i32;
-        let mut b = BytesMut::new();
-        b.put_i64(0);
-        b.put_i32((HEADER_LEN - 12 + records.len()) as i32);
-        b.put_i32(-1);
-        b.put_i8(2);
-        b.put_u32(0);
-        b.put_i16(0);
-        b.put_i32(n - 1);
-        b.put_i64(ts0);
-        b.put_i64(ts0 + (n as i64 - 1) * step);
-        b.put_i64(-1);
-        b.put_i16(-1);
-        b.put_i32(-1);
-        b.put_i32(n);
-        b.put_slice(&records);
-        let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);
-        b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        b.to_vec()
+        super::uncompressed_batch(values, ts0, step, NO_PRODUCER)
     }
 
     #[test]

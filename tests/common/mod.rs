@@ -585,52 +585,9 @@ impl RawClient {
     }
 }
 
-fn write_varint(out: &mut Vec<u8>, v: i64) {
-    let mut z = ((v << 1) ^ (v >> 63)) as u64;
-    loop {
-        let b = (z & 0x7f) as u8;
-        z >>= 7;
-        if z == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
-
 /// An uncompressed RecordBatch v2 of `values`, from producer `pid`/`epoch` starting at
 /// sequence `seq` (pid -1 for a non-idempotent batch).
 pub fn record_batch(values: &[&[u8]], pid: i64, epoch: i16, seq: i32) -> bytes::Bytes {
-    use bytes::BufMut;
-    let mut records = Vec::new();
-    for (i, v) in values.iter().enumerate() {
-        let mut r = vec![0u8];
-        write_varint(&mut r, 0);
-        write_varint(&mut r, i as i64);
-        write_varint(&mut r, -1);
-        write_varint(&mut r, v.len() as i64);
-        r.extend_from_slice(v);
-        write_varint(&mut r, 0);
-        write_varint(&mut records, r.len() as i64);
-        records.extend_from_slice(&r);
-    }
-    let n = values.len() as i32;
-    let mut b = bytes::BytesMut::new();
-    b.put_i64(0);
-    b.put_i32((49 + records.len()) as i32);
-    b.put_i32(-1);
-    b.put_i8(2);
-    b.put_u32(0);
-    b.put_i16(0);
-    b.put_i32(n - 1);
-    b.put_i64(1_700_000_000_000);
-    b.put_i64(1_700_000_000_000);
-    b.put_i64(pid);
-    b.put_i16(epoch);
-    b.put_i32(seq);
-    b.put_i32(n);
-    b.put_slice(&records);
-    let crc = crc32c::crc32c(&b[21..]);
-    b[17..21].copy_from_slice(&crc.to_be_bytes());
-    b.freeze()
+    finstream_broker::batch::uncompressed_batch(values, 1_700_000_000_000, 0, (pid, epoch, seq))
+        .into()
 }

@@ -164,13 +164,7 @@ pub(crate) mod contract {
 
     /// A batch from idempotent producer `pid` with sequence numbers from `seq`.
     pub(crate) fn idempotent_batch(values: &[&[u8]], pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
-        let mut b = make_batch(values, 0, 0);
-        b[43..51].copy_from_slice(&pid.to_be_bytes());
-        b[51..53].copy_from_slice(&epoch.to_be_bytes());
-        b[53..57].copy_from_slice(&seq.to_be_bytes());
-        let crc = crc32c::crc32c(&b[21..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
-        b
+        crate::batch::uncompressed_batch(values, 0, 0, (pid, epoch, seq))
     }
 
     pub(crate) fn idempotent_appends(store: &dyn Store) -> std::sync::Arc<dyn Log> {
