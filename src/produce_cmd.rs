@@ -44,6 +44,9 @@ pub struct ProduceArgs {
     /// Cleaning threads [default: number of CPUs].
     #[arg(long, alias = "num_tasks")]
     pub workers: Option<usize>,
+    /// Parse and clean only, send nothing: validates a file and measures cleaning speed.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 impl ProduceArgs {
@@ -60,6 +63,7 @@ impl ProduceArgs {
         }
         cfg.kafka_properties = self.kafka.properties()?;
         cfg.max_errors = self.max_errors;
+        cfg.dry_run = self.dry_run;
         cfg.max_row_bytes = self.max_row_bytes;
         cfg.chunk_rows = self.chunk_size;
         if let Some(w) = self.workers {

@@ -500,3 +500,26 @@ fn the_original_tools_flag_spellings_still_work() {
         "parity holds with several workers and small chunks"
     );
 }
+
+#[test]
+fn dry_run_cleans_and_counts_without_a_broker() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("mixed.csv");
+    std::fs::write(&csv, "Description,Amount\ngood,1.0\nbad,xyz\nalso good,2\n").unwrap();
+    let out = finstream(&[
+        "produce",
+        "--dry-run",
+        "--bootstrap-servers",
+        "127.0.0.1:1",
+        "--csv",
+        csv.to_str().unwrap(),
+        "--scaler",
+        parity_dir().join("scaler.json").to_str().unwrap(),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("rows read 3, sent 2, dead-lettered 1, failed 0"),
+        "{stdout}"
+    );
+}

@@ -44,6 +44,8 @@ pub struct ProduceConfig {
     pub max_errors: Option<u64>,
     /// Rows larger than this are dead-lettered (and truncated to it in the DLQ).
     pub max_row_bytes: usize,
+    /// Parse and clean only: nothing is sent (counts what would be sent / dead-lettered).
+    pub dry_run: bool,
 }
 
 impl ProduceConfig {
@@ -60,6 +62,7 @@ impl ProduceConfig {
             chunk_rows: 2048,
             max_errors: None,
             max_row_bytes: 512 * 1024,
+            dry_run: false,
         }
     }
 }
@@ -260,7 +263,12 @@ pub fn run(
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| file.clone());
-    let producer = client(cfg, &file)?;
+    let producer = if cfg.dry_run {
+        None
+    } else {
+        Some(client(cfg, &file)?)
+    };
+    let (mut dry_sent, mut dry_dead) = (0u64, 0u64);
     let workers = cfg.workers.max(1);
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<Chunk>(workers * 2);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<Cleaned>(workers * 2);
@@ -381,15 +389,24 @@ pub fn run(
                 for (line, outcome) in chunk.rows {
                     rows_read += 1;
                     let opaque = (line as usize) << 1;
-                    let result = match outcome {
-                        Outcome::Message(json) => enqueue(
-                            &producer,
+                    let result = match (outcome, &producer) {
+                        (Outcome::Message(_), None) => {
+                            dry_sent += 1;
+                            Ok(())
+                        }
+                        (Outcome::DeadLetter { .. }, None) => {
+                            dry_dead += 1;
+                            bad += 1;
+                            Ok(())
+                        }
+                        (Outcome::Message(json), Some(producer)) => enqueue(
+                            producer,
                             &cfg.topic,
                             json.as_bytes(),
                             headers_for(line),
                             opaque,
                         ),
-                        Outcome::DeadLetter { mut raw, error } => {
+                        (Outcome::DeadLetter { mut raw, error }, Some(producer)) => {
                             bad += 1;
                             tracing::warn!(
                                 "{file}:{line}: bad row sent to {}: {error}",
@@ -406,7 +423,7 @@ pub fn run(
                                     key: "original_size",
                                     value: Some(original_size.to_string().as_str()),
                                 });
-                            enqueue(&producer, &cfg.dlq_topic, &raw, headers, opaque | 1)
+                            enqueue(producer, &cfg.dlq_topic, &raw, headers, opaque | 1)
                         }
                     };
                     if let Err(e) = result {
@@ -433,6 +450,17 @@ pub fn run(
             .map_err(|_| ProduceError::Internal("CSV reader thread panicked".into()))?;
         read_result?;
 
+        let Some(producer) = producer else {
+            return Ok(Summary {
+                rows_read,
+                sent: dry_sent,
+                dead_lettered: dry_dead,
+                failed: 0,
+                seconds: started.elapsed().as_secs_f64(),
+                interrupted: stop.load(Ordering::Relaxed) && aborted.is_none(),
+                aborted,
+            });
+        };
         // Every enqueued message gets a delivery report before flush returns.
         producer.flush(Timeout::Never)?;
         let ctx = producer.context();
