@@ -140,17 +140,21 @@ async fn kill_9_the_consumer_repeatedly_and_every_row_is_there_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restart_mid_load_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let csv = dir.path().join("tx.csv");
-    generate_csv(&csv, 60_000, 3);
+    let (first, second) = (dir.path().join("first.csv"), dir.path().join("second.csv"));
+    generate_csv(&first, 30_000, 3);
+    generate_csv(&second, 30_000, 33);
     let pg = PrivatePg::start(&tempfile::tempdir().unwrap().keep());
     let broker = start_broker(Some(&dir.path().join("broker"))).await;
     let bs = broker.bootstrap_servers();
-    produce_csv(&bs, "tx", &csv).await;
+    produce_csv(&bs, "tx", &first).await;
 
+    // The consumer runs until told the target offsets (set once everything is produced).
     let mut cfg = consume_cfg(&bs, "tx", &pg.url());
-    cfg.batch_size = 200;
-    let loader = tokio::spawn(consume(cfg));
-    // Restart PostgreSQL once rows are flowing.
+    cfg.stop_at_end = false;
+    cfg.batch_size = 500;
+    let (_stop_tx, stop) = watch::channel(false);
+    let (targets_tx, targets) = watch::channel::<Option<Targets>>(None);
+    let loader = tokio::spawn(finstream_consumer::run(cfg, stop, targets));
     let client = pg_connect(&pg.url()).await;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
@@ -162,26 +166,43 @@ async fn postgres_restart_mid_load_loses_and_duplicates_nothing() {
             Err(_) => 0, // table not created yet
         };
         if n > 0 {
-            assert!(n < 60_000, "load finished before the restart could hit it");
             break;
         }
         assert!(Instant::now() < deadline, "no rows appeared");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let restarter = std::thread::spawn(move || {
+    // PostgreSQL goes down while rows are flowing, and more rows arrive meanwhile.
+    let pg = tokio::task::spawn_blocking(move || {
         pg.ctl("stop");
-        std::thread::sleep(Duration::from_millis(1500));
+        pg
+    })
+    .await
+    .unwrap();
+    produce_csv(&bs, "tx", &second).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pg = tokio::task::spawn_blocking(move || {
         pg.ctl("start");
         pg
-    });
-    let s = loader.await.unwrap();
-    let pg = restarter.join().unwrap();
-    assert!(s.retries >= 1, "the restart was noticed: {s}");
+    })
+    .await
+    .unwrap();
+    let hw = broker.state().topic("tx").unwrap().partitions[0].high_watermark();
+    assert_eq!(hw, 60_000);
+    targets_tx
+        .send(Some([(0, hw)].into_iter().collect()))
+        .unwrap();
+    let s = tokio::time::timeout(Duration::from_secs(240), loader)
+        .await
+        .expect("finished")
+        .unwrap()
+        .unwrap();
+    assert!(s.retries >= 1, "the outage was noticed: {s}");
+    assert_eq!(s.rows_loaded, 60_000, "{s}");
     let client = pg_connect(&pg.url()).await;
-    assert_eq!(
-        table_multiset(&client, "transactions").await,
-        expected_multiset(&csv, &reference_scaler())
-    );
+    let mut want = expected_multiset(&first, &reference_scaler());
+    want.extend(expected_multiset(&second, &reference_scaler()));
+    want.sort();
+    assert_eq!(table_multiset(&client, "transactions").await, want);
     broker.shutdown().await.unwrap();
 }
 

@@ -1,0 +1,182 @@
+#!/usr/bin/env python3
+"""Turns bench/results/*.jsonl into the tables of docs/BENCHMARKS.md (between the
+<!-- results:NAME --> markers) and the throughput chart docs/bench-throughput.svg."""
+import json
+import os
+import statistics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RES = os.path.join(ROOT, "bench", "results")
+DOC = os.path.join(ROOT, "docs", "BENCHMARKS.md")
+
+
+def load(name):
+    path = os.path.join(RES, name)
+    if not os.path.exists(path):
+        return []
+    return [json.loads(l) for l in open(path) if l.strip()]
+
+
+def stats(values):
+    values = [v for v in values if v is not None]
+    if not values:
+        return "n/a"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt(med)
+    return f"{fmt(med)} ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def fmt(v):
+    if v >= 100:
+        return f"{v:,.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    return f"{v:.2f}"
+
+
+def broker_table():
+    rows = load("broker.jsonl")
+    if not rows:
+        return "_not run yet_", {}
+    groups = {}
+    for r in rows:
+        res = r.get("result")
+        if not res:
+            key = (r["broker"], r.get("size"), r.get("acks"))
+            groups.setdefault(key, []).append(None)
+            continue
+        key = (r["broker"], res["size"], res["acks"])
+        groups.setdefault(key, []).append(res)
+    out = ["| broker | msg size | acks | produce msgs/s | produce MB/s | produce p50 ms | produce p99 ms | consume msgs/s | consume MB/s |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    medians = {}
+    for (broker, size, acks), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0])):
+        ok = [r for r in rs if r]
+        if not ok:
+            out.append(f"| {broker} | {size} B | {acks} | failed | | | | | |")
+            continue
+        col = lambda k: stats([r[k] for r in ok])
+        out.append(f"| {broker} | {size} B | {acks}{' (idempotent)' if ok[0]['idempotent'] else ''} | {col('produce_msgs_per_s')} | "
+                   f"{col('produce_mb_per_s')} | {col('produce_p50_ms')} | {col('produce_p99_ms')} | {col('consume_msgs_per_s')} | {col('consume_mb_per_s')} |")
+        medians[(broker, size, acks)] = {k: statistics.median(r[k] for r in ok)
+                                         for k in ("produce_msgs_per_s", "consume_msgs_per_s")}
+    # ratios measured in the same run
+    ratios = []
+    for size in sorted({k[1] for k in medians}):
+        for acks in ("all", "1"):
+            f = medians.get(("finstream", size, acks))
+            m = medians.get(("tansu-memory", size, acks))
+            s = medians.get(("tansu-sqlite", size, acks))
+            if f and m:
+                ratios.append(f"| {size} B | {acks} | {f['produce_msgs_per_s']/m['produce_msgs_per_s']:.2f}x | "
+                              f"{(f['produce_msgs_per_s']/s['produce_msgs_per_s']) if s else float('nan'):.2f}x | "
+                              f"{f['consume_msgs_per_s']/m['consume_msgs_per_s']:.2f}x |")
+    if ratios:
+        out += ["", "Ratios, finstream (durable) over Tansu, medians of the same run:", "",
+                "| msg size | acks | produce vs Tansu memory | produce vs Tansu sqlite | consume vs Tansu memory |",
+                "|---|---|---|---|---|"] + ratios
+    return "\n".join(out), medians
+
+
+def pipeline_table():
+    rows = load("pipeline.jsonl")
+    if not rows:
+        return "_not run yet_"
+    by = {}
+    for r in rows:
+        by.setdefault(r["run"], []).append(r)
+    out = ["| run | rows | rows/s | seconds | peak RSS MiB |", "|---|---|---|---|---|"]
+    for run in ("clean-only", "all-in-one", "psql-copy", "all-in-one-5x"):
+        rs = by.get(run)
+        if not rs:
+            continue
+        rss = stats([r["peak_rss_kb"] / 1024 for r in rs]) if "peak_rss_kb" in rs[0] else "–"
+        out.append(f"| {run} | {rs[0]['rows']:,} | {stats([r['rows_per_s'] for r in rs])} | {stats([r['seconds'] for r in rs])} | {rss} |")
+    if "all-in-one" in by and "psql-copy" in by:
+        a = statistics.median(r["rows_per_s"] for r in by["all-in-one"])
+        c = statistics.median(r["rows_per_s"] for r in by["psql-copy"])
+        out += ["", f"all-in-one reaches **{a / c:.0%}** of the `\\copy` limit (medians, same run)."]
+    if "all-in-one" in by and "all-in-one-5x" in by:
+        r1 = statistics.median(r["peak_rss_kb"] for r in by["all-in-one"])
+        r5 = by["all-in-one-5x"][0]["peak_rss_kb"]
+        out.append(f"Peak RSS at 5x the rows is **{r5 / r1:.2f}x** the 1x figure ({r1/1024:.0f} → {r5/1024:.0f} MiB).")
+    return "\n".join(out)
+
+
+def latency_table():
+    rows = load("latency.jsonl")
+    if not rows:
+        return "_not run yet_"
+    rs = [r["result"] for r in rows]
+    return "\n".join([
+        "| rate msgs/s | seconds | arrived/sent | p50 ms | p99 ms | max ms |", "|---|---|---|---|---|---|",
+        f"| {rs[0]['rate']} | {rs[0]['seconds']} | {sum(r['arrived'] for r in rs)}/{sum(r['sent'] for r in rs)} | "
+        f"{stats([r['p50_ms'] for r in rs])} | {stats([r['p99_ms'] for r in rs])} | {stats([r['max_ms'] for r in rs])} |"])
+
+
+def footprint_table():
+    rows = load("footprint.jsonl")
+    if not rows:
+        return "_not run yet_"
+    starts = [r for r in rows if "ready_ms" in r]
+    build = next((r for r in rows if "binary_bytes" in r), {})
+    out = ["| measure | value |", "|---|---|"]
+    if starts:
+        out.append(f"| broker start → accepting connections | {stats([r['ready_ms'] for r in starts])} ms |")
+        out.append(f"| broker idle RSS | {stats([r['idle_rss_kb'] / 1024 for r in starts])} MiB |")
+    if build:
+        out.append(f"| release binary | {build['binary_bytes'] / 2**20:.1f} MiB ({build['stripped_bytes'] / 2**20:.1f} MiB stripped) |")
+        cold = build.get("cold_build_s")
+        out.append(f"| cold release build | {cold} s |" if cold is not None else "| cold release build | not measured |")
+        out.append(f"| warm release build (touch src/main.rs) | {build['warm_build_s']} s |")
+    return "\n".join(out)
+
+
+def svg(medians):
+    if not medians:
+        return
+    bars = [(f"{b} {s}B acks={a}", v["produce_msgs_per_s"], v["consume_msgs_per_s"]) for (b, s, a), v in sorted(medians.items(), key=lambda kv: (kv[0][1], kv[0][2], kv[0][0]))]
+    top = max(max(p, c) for _, p, c in bars)
+    w, row = 760, 34
+    h = 40 + row * len(bars)
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="11">',
+             '<text x="10" y="16" font-size="13">Broker throughput, msgs/s (median): produce (dark), consume (light)</text>']
+    for i, (label, p, c) in enumerate(bars):
+        y = 30 + i * row
+        parts.append(f'<text x="10" y="{y + 14}">{label}</text>')
+        for j, (v, color) in enumerate(((p, "#2b6cb0"), (c, "#90cdf4"))):
+            bw = int((w - 260) * v / top)
+            parts.append(f'<rect x="240" y="{y + j * 13}" width="{bw}" height="12" fill="{color}"/>')
+            parts.append(f'<text x="{245 + bw}" y="{y + 10 + j * 13}">{v:,.0f}</text>')
+    parts.append("</svg>")
+    with open(os.path.join(ROOT, "docs", "bench-throughput.svg"), "w") as f:
+        f.write("\n".join(parts) + "\n")
+
+
+def replace(doc, name, body):
+    start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
+    if start not in doc:
+        return doc
+    a = doc.index(start) + len(start)
+    b = doc.index(end)
+    return doc[:a] + "\n" + body + "\n" + doc[b:]
+
+
+def main():
+    doc = open(DOC).read()
+    broker, medians = broker_table()
+    doc = replace(doc, "broker", broker)
+    doc = replace(doc, "pipeline", pipeline_table())
+    doc = replace(doc, "latency", latency_table())
+    doc = replace(doc, "footprint", footprint_table())
+    machine = os.path.join(RES, "machine.json")
+    if os.path.exists(machine):
+        m = json.load(open(machine))
+        doc = replace(doc, "machine", f"{m['date']} · {m['cores']} cores · {m['cpu']} · Linux {m['kernel']} · {m['rustc']}")
+    open(DOC, "w").write(doc)
+    svg(medians)
+
+
+if __name__ == "__main__":
+    main()
