@@ -1,5 +1,6 @@
 //! `finstream`: the one binary, a thin CLI over the broker, producer and consumer crates.
 
+mod admin_cmd;
 mod all_in_one;
 mod broker_cmd;
 mod consume_cmd;
@@ -17,8 +18,17 @@ use tracing_subscriber::EnvFilter;
     about = "Bank transactions from CSV through Kafka into PostgreSQL, with an embedded Kafka-compatible broker"
 )]
 struct Cli {
+    /// Log format on stderr: human-readable text, or one JSON object per line.
+    #[arg(long, global = true, env = "FINSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -35,20 +45,28 @@ enum Command {
     Consume(consume_cmd::ConsumeArgs),
     /// Broker + consumer + producer in one process: CSV into PostgreSQL with no Kafka installed.
     AllInOne(all_in_one::AllInOneArgs),
+    /// List, create, describe and delete topics (embedded broker or any Kafka cluster).
+    Topics(admin_cmd::TopicsArgs),
+    /// List and describe consumer groups: members, committed offsets, lag.
+    Groups(admin_cmd::GroupsArgs),
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -67,6 +85,8 @@ fn main() -> std::process::ExitCode {
             Command::Generate(args) => produce_cmd::generate(args),
             Command::Consume(args) => consume_cmd::run(args).await,
             Command::AllInOne(args) => all_in_one::run(args).await,
+            Command::Topics(args) => admin_cmd::topics(args).await,
+            Command::Groups(args) => admin_cmd::groups(args).await,
         }
     });
     match result {
