@@ -4,6 +4,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RESULTS=${RESULTS:-$ROOT/bench/results}
 REPS=${REPS:-3}
 mkdir -p "$RESULTS"
+export PGOPTIONS="-c client_min_messages=warning"
 FINSTREAM=$ROOT/target/release/finstream
 BENCH=$ROOT/target/release/finstream-bench
 

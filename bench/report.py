@@ -6,7 +6,7 @@ import os
 import statistics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RES = os.path.join(ROOT, "bench", "results")
+RES = os.environ.get("RESULTS", os.path.join(ROOT, "bench", "results"))
 DOC = os.path.join(ROOT, "docs", "BENCHMARKS.md")
 
 

@@ -176,7 +176,9 @@ fn consumer(cfg: &ConsumeConfig) -> Result<KafkaConsumer, KafkaError> {
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        // librdkafka prefetches up to 64 MiB per consumer by default; a few batches suffice.
+        .set("queued.max.messages.kbytes", "16384");
     for (k, v) in &cfg.kafka_properties {
         c.set(k, v);
     }
