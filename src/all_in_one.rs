@@ -49,6 +49,9 @@ pub struct AllInOneArgs {
     /// Consumer batch size.
     #[arg(long, default_value_t = 5000)]
     pub batch_size: usize,
+    /// Metrics, health and status page on this HTTP address ("off" to disable).
+    #[arg(long, env = "FINSTREAM_HTTP", default_value = "127.0.0.1:9644")]
+    pub http: String,
 }
 
 /// Finds a PostgreSQL to use, starting a private cluster as a last resort.
@@ -125,6 +128,14 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     let mut ccfg = ConsumeConfig::new(&bootstrap, &args.topic, &args.group, pg);
     ccfg.table = args.table.clone();
     ccfg.batch_size = args.batch_size.max(1);
+    let observed = crate::http::Observed {
+        broker: Some(broker.state().clone()),
+        consumer: Some(ccfg.stats.clone()),
+    };
+    if let Err(e) = crate::http::maybe_serve(&args.http, observed).await {
+        // The load does not depend on the status page: warn and go on.
+        tracing::warn!("{e:#}; continuing without the HTTP endpoint");
+    }
     let consumer = tokio::spawn(finstream_consumer::run(ccfg, stop_rx, targets_rx));
 
     let pcfg = ProduceConfig::new(&bootstrap, &args.topic, &args.csv, scaler);

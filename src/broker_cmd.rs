@@ -37,6 +37,9 @@ pub struct BrokerArgs {
     /// Close connections idle for this many milliseconds (Kafka's connections.max.idle.ms).
     #[arg(long, env = "FINSTREAM_IDLE_TIMEOUT_MS", default_value_t = 600_000)]
     pub idle_timeout_ms: u64,
+    /// Metrics, health and status page on this HTTP address ("off" to disable).
+    #[arg(long, env = "FINSTREAM_HTTP", default_value = "127.0.0.1:9644")]
+    pub http: String,
     /// sled page cache, in MiB.
     #[arg(long, env = "FINSTREAM_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
@@ -66,6 +69,11 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<ExitCode> {
     let broker = finstream_broker::start(args.to_config())
         .await
         .context("cannot start the broker")?;
+    let observed = crate::http::Observed {
+        broker: Some(broker.state().clone()),
+        consumer: None,
+    };
+    crate::http::maybe_serve(&args.http, observed).await?;
     crate::shutdown_signal().await;
     broker.shutdown().await.context("broker shutdown")?;
     Ok(ExitCode::SUCCESS)

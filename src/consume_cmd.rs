@@ -32,6 +32,9 @@ pub struct ConsumeArgs {
     /// Exit once everything up to the high watermarks seen at start is loaded.
     #[arg(long)]
     pub stop_at_end: bool,
+    /// Metrics, health and status page on this HTTP address ("off" to disable).
+    #[arg(long, env = "FINSTREAM_HTTP", default_value = "off")]
+    pub http: String,
 }
 
 impl ConsumeArgs {
@@ -66,6 +69,11 @@ pub fn shutdown_watch() -> watch::Receiver<bool> {
 
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.to_config()?;
+    let observed = crate::http::Observed {
+        broker: None,
+        consumer: Some(cfg.stats.clone()),
+    };
+    crate::http::maybe_serve(&args.http, observed).await?;
     let (_targets_tx, targets) = watch::channel::<Option<Targets>>(None);
     let summary = finstream_consumer::run(cfg, shutdown_watch(), targets).await?;
     println!("consume: {summary}");

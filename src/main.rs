@@ -4,6 +4,7 @@ mod admin_cmd;
 mod all_in_one;
 mod broker_cmd;
 mod consume_cmd;
+mod http;
 mod kafka_opts;
 mod pg_cluster;
 mod produce_cmd;

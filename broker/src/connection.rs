@@ -3,6 +3,7 @@
 //! (a flush, a long poll) does not stop later requests from being decoded and applied.
 
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -16,6 +17,7 @@ use tokio::sync::{broadcast, mpsc};
 use crate::api::{self, Reply};
 use crate::error::ConnectionError;
 use crate::frame::{self, MIN_REQUEST_LEN};
+use crate::metrics::BrokerMetrics;
 use crate::state::State;
 
 /// Responses computed or in progress, waiting for their turn on the socket.
@@ -25,6 +27,7 @@ struct Pending {
     correlation_id: i32,
     api_key: ApiKey,
     reply: Reply,
+    started: std::time::Instant,
 }
 
 /// Decodes the request header. The frame is at least [`MIN_REQUEST_LEN`] bytes long.
@@ -73,9 +76,12 @@ pub async fn serve(
     mut shutdown: broadcast::Receiver<()>,
 ) {
     let _ = socket.set_nodelay(true);
+    let metrics = state.metrics.clone();
+    metrics.connections.fetch_add(1, Ordering::Relaxed);
+    metrics.connections_total.fetch_add(1, Ordering::Relaxed);
     let (mut reader, writer) = socket.into_split();
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
-    let writer = tokio::spawn(write_loop(writer, rx, peer));
+    let writer = tokio::spawn(write_loop(writer, rx, peer, metrics.clone()));
     let idle = state.config.idle_timeout;
     let max = state.config.max_request_bytes;
     loop {
@@ -90,6 +96,12 @@ pub async fn serve(
                 break;
             }
             Ok(Err(e)) => {
+                if !matches!(
+                    e,
+                    ConnectionError::Io(_) | ConnectionError::Truncated { .. }
+                ) {
+                    metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::warn!(%peer, "closing connection: {e}");
                 break;
             }
@@ -99,9 +111,14 @@ pub async fn serve(
             }
         };
         debug_assert!(frame.len() >= MIN_REQUEST_LEN);
+        metrics
+            .bytes_in
+            .fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let (header, api_key) = match decode_header(&mut frame) {
             Ok(h) => h,
             Err(e) => {
+                metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(%peer, "closing connection: {e}");
                 break;
             }
@@ -109,6 +126,7 @@ pub async fn serve(
         let reply = match api::dispatch(&state, &header, frame, peer) {
             Ok(r) => r,
             Err(e) => {
+                metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     %peer,
                     client_id = header.client_id.as_deref().unwrap_or(""),
@@ -121,6 +139,7 @@ pub async fn serve(
             correlation_id: header.correlation_id,
             api_key,
             reply,
+            started,
         };
         if tx.send(pending).await.is_err() {
             break; // writer failed; it logged why
@@ -128,13 +147,22 @@ pub async fn serve(
     }
     drop(tx);
     let _ = writer.await;
+    metrics.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn write_loop(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, peer: SocketAddr) {
+async fn write_loop(
+    writer: OwnedWriteHalf,
+    mut rx: mpsc::Receiver<Pending>,
+    peer: SocketAddr,
+    metrics: Arc<BrokerMetrics>,
+) {
     let mut out = BufWriter::with_capacity(64 * 1024, writer);
     while let Some(p) = rx.recv().await {
         let (body, version) = match p.reply {
-            Reply::Nothing => continue,
+            Reply::Nothing => {
+                metrics.request(p.api_key, p.started.elapsed());
+                continue;
+            }
             Reply::Ready(body, v) => (*body, v),
             Reply::Later(fut, v) => (fut.await, v),
         };
@@ -149,6 +177,10 @@ async fn write_loop(writer: OwnedWriteHalf, mut rx: mpsc::Receiver<Pending>, pee
             tracing::debug!(%peer, "write failed: {e}");
             return;
         }
+        metrics
+            .bytes_out
+            .fetch_add(frame.len() as u64, Ordering::Relaxed);
+        metrics.request(p.api_key, p.started.elapsed());
         if rx.is_empty() {
             if let Err(e) = out.flush().await {
                 tracing::debug!(%peer, "write failed: {e}");

@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::metrics::BrokerMetrics;
 use crate::state::Partition;
 use crate::storage::Store;
 
@@ -29,9 +30,13 @@ pub struct Flusher {
 
 impl Flusher {
     /// Starts the flusher task on the current tokio runtime.
-    pub fn start(store: Arc<dyn Store>, hw_changed: watch::Sender<u64>) -> Flusher {
+    pub fn start(
+        store: Arc<dyn Store>,
+        hw_changed: watch::Sender<u64>,
+        metrics: Arc<BrokerMetrics>,
+    ) -> Flusher {
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(store, hw_changed, rx));
+        tokio::spawn(run(store, hw_changed, rx, metrics));
         Flusher { tx }
     }
 
@@ -58,11 +63,14 @@ async fn run(
     store: Arc<dyn Store>,
     hw_changed: watch::Sender<u64>,
     mut rx: mpsc::UnboundedReceiver<FlushRequest>,
+    metrics: Arc<BrokerMetrics>,
 ) {
     let mut pending = Vec::new();
     while rx.recv_many(&mut pending, 4096).await > 0 {
         let store = store.clone();
+        let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || store.sync()).await;
+        metrics.flush.observe(started.elapsed());
         let ok = match result {
             Ok(Ok(())) => true,
             Ok(Err(e)) => {
@@ -148,7 +156,7 @@ mod tests {
             syncs: AtomicUsize::new(0),
         });
         let (hw_tx, mut hw_rx) = watch::channel(0u64);
-        let flusher = Flusher::start(store.clone(), hw_tx);
+        let flusher = Flusher::start(store.clone(), hw_tx, Arc::default());
         let waiters: Vec<_> = (0..100)
             .map(|_| {
                 let f = flusher.clone();

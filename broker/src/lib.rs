@@ -18,6 +18,7 @@ pub mod flush;
 pub mod frame;
 pub mod group;
 pub(crate) mod ids;
+pub mod metrics;
 pub mod producer_state;
 pub mod server;
 pub mod state;

@@ -12,6 +12,7 @@ use crate::error::StorageError;
 use crate::flush::Flusher;
 use crate::group::coordinator::CoordinatorConfig;
 use crate::group::service::GroupService;
+use crate::metrics::BrokerMetrics;
 use crate::storage::{Log, Store, TopicMeta};
 
 const PRODUCER_ID_KEY: &[u8] = b"producer_id/last";
@@ -126,6 +127,8 @@ pub struct State {
     pub shutting_down: watch::Receiver<bool>,
     /// Consumer group coordinator and committed offsets.
     pub groups: Arc<GroupService>,
+    /// Request, connection and flush metrics.
+    pub metrics: Arc<BrokerMetrics>,
     /// Serialises producer id allocation.
     producer_ids: Mutex<()>,
 }
@@ -139,7 +142,8 @@ impl State {
         shutting_down: watch::Receiver<bool>,
     ) -> Result<Arc<Self>, StorageError> {
         let (hw_tx, hw_rx) = watch::channel(0u64);
-        let flusher = Flusher::start(store.clone(), hw_tx);
+        let metrics = Arc::new(BrokerMetrics::default());
+        let flusher = Flusher::start(store.clone(), hw_tx, metrics.clone());
         let mut topics = HashMap::new();
         for meta in store.topics()? {
             let topic = Self::open_topic(&*store, &meta)?;
@@ -156,6 +160,7 @@ impl State {
         )?);
         groups.spawn_ticker(shutting_down.clone());
         Ok(Arc::new(State {
+            metrics,
             groups,
             producer_ids: Mutex::new(()),
             cluster_id: store.cluster_id(),
@@ -343,6 +348,40 @@ impl State {
             return self.allocate_producer_id().map(|id| Ok((id, 0)));
         }
         Ok(Ok((id, epoch + 1)))
+    }
+
+    /// All broker metrics in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write;
+        self.metrics.render(out);
+        let topics = self.topics();
+        let _ = writeln!(out, "# HELP finstream_broker_topics Topics.\n# TYPE finstream_broker_topics gauge\nfinstream_broker_topics {}", topics.len());
+        let _ = writeln!(out, "# HELP finstream_broker_partitions Partitions.\n# TYPE finstream_broker_partitions gauge\nfinstream_broker_partitions {}",
+            topics.iter().map(|t| t.partitions.len()).sum::<usize>());
+        let _ = writeln!(out, "# HELP finstream_broker_high_watermark Next offset to be written (durable), by partition.\n# TYPE finstream_broker_high_watermark gauge");
+        for t in &topics {
+            for p in &t.partitions {
+                let _ = writeln!(
+                    out,
+                    "finstream_broker_high_watermark{{topic=\"{}\",partition=\"{}\"}} {}",
+                    t.name,
+                    p.index,
+                    p.high_watermark()
+                );
+            }
+        }
+        let _ = writeln!(out, "# HELP finstream_broker_log_start_offset First stored offset, by partition.\n# TYPE finstream_broker_log_start_offset gauge");
+        for t in &topics {
+            for p in &t.partitions {
+                let _ = writeln!(
+                    out,
+                    "finstream_broker_log_start_offset{{topic=\"{}\",partition=\"{}\"}} {}",
+                    t.name,
+                    p.index,
+                    p.log.log_start_offset()
+                );
+            }
+        }
     }
 
     /// Flushes the store (used at shutdown).

@@ -11,5 +11,7 @@
 pub mod db;
 pub mod message;
 pub mod run;
+pub mod stats;
 
 pub use run::{pg_config, run, ConsumeConfig, ConsumeError, Summary, Targets};
+pub use stats::Stats;

@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
@@ -25,6 +26,7 @@ use tokio_postgres::Client;
 
 use crate::db::{self, Advance, DbError, DeadLetter, Row, Sink, TableName, Written};
 use crate::message;
+use crate::stats::Stats;
 
 /// Everything a consumer run needs.
 #[derive(Debug, Clone)]
@@ -49,6 +51,8 @@ pub struct ConsumeConfig {
     pub stop_at_end: bool,
     /// Longest wait between reconnection attempts.
     pub max_backoff: Duration,
+    /// Live counters, shared with metrics endpoints.
+    pub stats: Arc<Stats>,
 }
 
 impl ConsumeConfig {
@@ -70,6 +74,7 @@ impl ConsumeConfig {
             kafka_properties: Vec::new(),
             stop_at_end: false,
             max_backoff: Duration::from_secs(5),
+            stats: Arc::default(),
         }
     }
 }
@@ -121,6 +126,7 @@ pub type Targets = HashMap<i32, i64>;
 
 struct Ctx {
     rebalanced: AtomicBool,
+    stats: Arc<Stats>,
 }
 
 impl ClientContext for Ctx {}
@@ -130,10 +136,12 @@ impl ConsumerContext for Ctx {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                self.stats.set_assigned(!parts.is_empty());
                 tracing::info!(?parts, "partitions assigned");
             }
             Rebalance::Revoke(tpl) => {
                 let parts: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                self.stats.set_assigned(false);
                 tracing::info!(?parts, "partitions revoked");
             }
             Rebalance::Error(e) => tracing::warn!("rebalance error: {e}"),
@@ -184,6 +192,7 @@ fn consumer(cfg: &ConsumeConfig) -> Result<KafkaConsumer, KafkaError> {
     }
     let consumer: KafkaConsumer = c.create_with_context(Ctx {
         rebalanced: AtomicBool::new(false),
+        stats: cfg.stats.clone(),
     })?;
     consumer.subscribe(&[&cfg.topic])?;
     Ok(consumer)
@@ -300,6 +309,7 @@ impl Loader {
             return Ok(());
         }
         let taken = std::mem::take(batch);
+        let started = Instant::now();
         let result = self
             .sink
             .write(
@@ -313,6 +323,9 @@ impl Loader {
             .await;
         match result {
             Ok(Written::Committed) => {
+                self.cfg
+                    .stats
+                    .committed(taken.rows.len(), taken.dead.len(), started.elapsed());
                 self.summary.rows_loaded += taken.rows.len() as u64;
                 self.summary.dead_letters += taken.dead.len() as u64;
                 self.summary.batches += 1;
@@ -329,11 +342,14 @@ impl Loader {
             }
             Ok(Written::Conflict) => {
                 self.summary.retries += 1;
+                self.cfg.stats.retried();
                 self.reposition().await?;
                 Ok(())
             }
             Err(e) if e.is_transient() => {
                 self.summary.retries += 1;
+                self.cfg.stats.retried();
+                self.cfg.stats.postgres(false);
                 tracing::warn!(
                     "{e}: batch of {} messages rolled back; pausing until PostgreSQL is back",
                     taken.len()
@@ -365,6 +381,7 @@ impl Loader {
             return Ok(()); // shutting down; nothing more is written
         };
         tracing::info!("PostgreSQL is back");
+        self.cfg.stats.postgres(true);
         self.client = client;
         self.reposition().await?;
         let assignment = self.consumer.assignment()?;
@@ -436,6 +453,7 @@ pub async fn run(
         return Ok(Summary::default());
     };
     let sink = Sink::prepare(&mut client, table).await?;
+    cfg.stats.postgres(true);
     let consumer = consumer(&cfg)?;
     let mut goal: Option<Targets> = None;
     if cfg.stop_at_end {

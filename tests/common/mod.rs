@@ -55,7 +55,14 @@ impl BinaryBroker {
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> BinaryBroker {
         let mut child = Command::new(finstream_bin())
-            .args(["broker", "--listen", "127.0.0.1:0", "--data-dir"])
+            .args([
+                "broker",
+                "--listen",
+                "127.0.0.1:0",
+                "--http",
+                "127.0.0.1:0",
+                "--data-dir",
+            ])
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info")

@@ -115,6 +115,11 @@ pub fn handle(state: &Arc<State>, req: ProduceRequest, version: i16) -> Reply {
                 .with_partition_responses(partitions),
         );
     }
+    for p in responses.iter().flat_map(|t| &t.partition_responses) {
+        if p.error_code != 0 {
+            state.metrics.produce_error(p.error_code);
+        }
+    }
     let response = ProduceResponse::default().with_responses(responses);
     if acks == 0 {
         state.flusher.request(marks, None);
@@ -124,9 +129,13 @@ pub fn handle(state: &Arc<State>, req: ProduceRequest, version: i16) -> Reply {
         return Reply::Ready(Box::new(response.into()), version);
     }
     let flusher = state.flusher.clone();
+    let metrics = state.metrics.clone();
     Reply::Later(
         Box::pin(async move {
             let durable = flusher.flush(marks).await;
+            if !durable {
+                metrics.produce_error(ResponseError::KafkaStorageError.code());
+            }
             let mut response = response;
             if !durable {
                 for t in &mut response.responses {

@@ -1,0 +1,228 @@
+//! The operations HTTP endpoint (`--http HOST:PORT`): `/metrics` (Prometheus text),
+//! `/healthz` (alive), `/readyz` (ready to serve) and `/` (a status page that refreshes
+//! itself). A deliberately tiny HTTP/1.1 server: GET only, one request per connection,
+//! request heads capped at 8 KiB.
+
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use finstream_broker::state::State;
+
+/// What the endpoint can report on.
+#[derive(Clone, Default)]
+pub struct Observed {
+    /// The embedded broker, when this process runs one.
+    pub broker: Option<Arc<State>>,
+    /// The consumer's live counters, when this process runs one.
+    pub consumer: Option<Arc<finstream_consumer::Stats>>,
+}
+
+/// Serves on `addr` unless it is `off`. Returns the bound address.
+pub async fn maybe_serve(addr: &str, observed: Observed) -> anyhow::Result<Option<SocketAddr>> {
+    if addr.is_empty() || addr.eq_ignore_ascii_case("off") {
+        return Ok(None);
+    }
+    serve(addr, observed).await.map(Some)
+}
+
+/// Binds `addr` and serves until the process ends. Returns the bound address.
+pub async fn serve(addr: &str, observed: Observed) -> anyhow::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
+    let local = listener.local_addr()?;
+    tracing::info!(http = %local, "metrics and status on http://{local}/");
+    let started = Instant::now();
+    tokio::spawn(async move {
+        loop {
+            let Ok((sock, _)) = listener.accept().await else {
+                continue;
+            };
+            let observed = observed.clone();
+            tokio::spawn(async move {
+                let _ = handle(sock, &observed, started).await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+async fn handle(mut sock: TcpStream, observed: &Observed, started: Instant) -> std::io::Result<()> {
+    let mut head = Vec::with_capacity(1024);
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
+            .await
+            .map_err(|_| std::io::Error::other("timeout"))??;
+        if n == 0 || head.len() + n > 8192 {
+            return Ok(());
+        }
+        head.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&head);
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let (status, ctype, body) = if method != "GET" {
+        (
+            "405 Method Not Allowed",
+            "text/plain",
+            "GET only\n".to_string(),
+        )
+    } else {
+        match path {
+            "/metrics" => (
+                "200 OK",
+                "text/plain; version=0.0.4",
+                metrics(observed, started),
+            ),
+            "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+            "/readyz" => match readiness(observed).await {
+                Ok(()) => ("200 OK", "text/plain", "ready\n".to_string()),
+                Err(why) => (
+                    "503 Service Unavailable",
+                    "text/plain",
+                    format!("not ready: {why}\n"),
+                ),
+            },
+            "/" | "/index.html" => (
+                "200 OK",
+                "text/html; charset=utf-8",
+                status_page(observed, started),
+            ),
+            _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+        }
+    };
+    let resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n{body}",
+        body.len()
+    );
+    sock.write_all(resp.as_bytes()).await?;
+    sock.shutdown().await
+}
+
+async fn readiness(observed: &Observed) -> Result<(), String> {
+    if observed.broker.is_none() && observed.consumer.is_none() {
+        return Ok(());
+    }
+    if let Some(c) = &observed.consumer {
+        if !c.assigned() {
+            return Err("consumer has no partitions assigned".into());
+        }
+        if !c.postgres_ok() {
+            return Err("PostgreSQL is unreachable".into());
+        }
+    }
+    Ok(())
+}
+
+fn metrics(observed: &Observed, started: Instant) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "# HELP finstream_uptime_seconds Seconds since start.\n# TYPE finstream_uptime_seconds gauge\nfinstream_uptime_seconds {:.3}",
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(b) = &observed.broker {
+        b.render_metrics(&mut out);
+    }
+    if let Some(c) = &observed.consumer {
+        c.render(&mut out);
+    }
+    out
+}
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn status_page(observed: &Observed, started: Instant) -> String {
+    let mut h = String::from(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"2\">\
+         <title>finstream status</title><style>body{font-family:sans-serif;margin:2em}\
+         table{border-collapse:collapse;margin-bottom:1.5em}td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}\
+         th{background:#eee}td:first-child,th:first-child{text-align:left}</style></head><body>",
+    );
+    let _ = write!(
+        h,
+        "<h1>finstream</h1><p id=\"uptime\">up {:.0} s</p>",
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(c) = &observed.consumer {
+        let s = c.snapshot();
+        let _ = write!(
+            h,
+            "<h2>Consumer</h2><table id=\"consumer\"><tr><th>rows loaded</th><th>rows/s</th><th>dead letters</th><th>batches</th><th>retries</th><th>PostgreSQL</th></tr>\
+             <tr><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+            s.rows_loaded,
+            s.rows_per_sec,
+            s.dead_letters,
+            s.batches,
+            s.retries,
+            if c.postgres_ok() { "up" } else { "DOWN" }
+        );
+    }
+    if let Some(b) = &observed.broker {
+        h.push_str("<h2>Topics</h2><table id=\"topics\"><tr><th>topic</th><th>partition</th><th>start offset</th><th>end offset</th><th>messages</th></tr>");
+        for t in b.topics() {
+            for p in &t.partitions {
+                let (lo, hi) = (p.log.log_start_offset(), p.high_watermark());
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{}</td><td>{lo}</td><td>{hi}</td><td>{}</td></tr>",
+                    esc(&t.name),
+                    p.index,
+                    hi - lo
+                );
+            }
+        }
+        h.push_str("</table><h2>Consumer groups</h2><table id=\"groups\"><tr><th>group</th><th>state</th><th>members</th><th>topic</th><th>partition</th><th>committed</th><th>lag</th></tr>");
+        for (group, _, state) in b.groups.list() {
+            let members = b.groups.describe(&group).map_or(0, |d| d.members.len());
+            let committed = b.groups.committed(&group, None);
+            if committed.is_empty() {
+                let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{members}</td><td></td><td></td><td></td><td></td></tr>", esc(&group), state.name());
+            }
+            for (topic, parts) in committed {
+                for (p, c) in parts {
+                    let hw = b
+                        .topic(&topic)
+                        .and_then(|t| t.partition(p).map(|x| x.high_watermark()));
+                    let off = c.map(|c| c.offset);
+                    let lag = match (hw, off) {
+                        (Some(hw), Some(o)) => (hw - o).max(0).to_string(),
+                        _ => String::new(),
+                    };
+                    let _ = write!(
+                        h,
+                        "<tr><td>{}</td><td>{}</td><td>{members}</td><td>{}</td><td>{p}</td><td>{}</td><td>{lag}</td></tr>",
+                        esc(&group),
+                        state.name(),
+                        esc(&topic),
+                        off.map_or(String::new(), |o| o.to_string())
+                    );
+                }
+            }
+        }
+        h.push_str("</table><h2>Dead letters</h2><table id=\"dlq\"><tr><th>topic</th><th>messages</th></tr>");
+        for t in b.topics().iter().filter(|t| t.name.ends_with(".dlq")) {
+            let n: i64 = t
+                .partitions
+                .iter()
+                .map(|p| p.high_watermark() - p.log.log_start_offset())
+                .sum();
+            let _ = write!(h, "<tr><td>{}</td><td>{n}</td></tr>", esc(&t.name));
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("</body></html>\n");
+    h
+}
