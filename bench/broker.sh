@@ -17,11 +17,12 @@ machine_json > "$RESULTS/machine.json"
 
 start_broker() { # kind port dir -> pid
   case $1 in
-    finstream) "$FINSTREAM" broker --listen "127.0.0.1:$2" --data-dir "$3" >"$3.log" 2>&1 & ;;
+    finstream) "$FINSTREAM" broker --listen "127.0.0.1:$2" --http off --data-dir "$3" >"$3.log" 2>&1 & ;;
     tansu-memory) tansu broker --storage-engine memory://tansu/ --listener-url "tcp://127.0.0.1:$2" \
                     --advertised-listener-url "tcp://127.0.0.1:$2" >"$3.log" 2>&1 & ;;
-    tansu-sqlite) mkdir -p "$3"; tansu broker --storage-engine "sqlite://$3/tansu.db" --listener-url "tcp://127.0.0.1:$2" \
-                    --advertised-listener-url "tcp://127.0.0.1:$2" >"$3.log" 2>&1 & ;;
+    # Tansu resolves sqlite:// paths against its working directory.
+    tansu-sqlite) mkdir -p "$3"; (cd "$3" && exec tansu broker --storage-engine sqlite://tansu.db \
+                    --listener-url "tcp://127.0.0.1:$2" --advertised-listener-url "tcp://127.0.0.1:$2") >"$3.log" 2>&1 & ;;
   esac
   echo $!
 }

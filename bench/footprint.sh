@@ -21,7 +21,7 @@ import json, socket, subprocess, sys, time
 binary, d = sys.argv[1], sys.argv[2]
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 t0 = time.perf_counter()
-p = subprocess.Popen([binary, "broker", "--listen", f"127.0.0.1:{port}", "--data-dir", d + "/data"],
+p = subprocess.Popen([binary, "broker", "--listen", f"127.0.0.1:{port}", "--http", "off", "--data-dir", d + "/data"],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 while True:
     try:
