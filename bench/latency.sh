@@ -17,7 +17,7 @@ printf 'Description,Amount\nwarm up,1.0\n' > "$work/one.csv"
 for rep in $(seq 1 "$REPS"); do
   port=$(free_port)
   "$FINSTREAM" all-in-one --serve --http off --listen "127.0.0.1:$port" --csv "$work/one.csv" --database-url "$url" \
-      --data-dir "$work/data$rep" --scaler "$ROOT/data/scaler.json" >"$work/aio.log" 2>&1 &
+      --data-dir "$work/data$rep" --group "lat$rep" --scaler "$ROOT/data/scaler.json" >"$work/aio.log" 2>&1 &
   pid=$!
   wait_port 127.0.0.1 "$port"
   sleep 1

@@ -244,7 +244,9 @@ async fn latency(
     while found < total && Instant::now() < deadline {
         let rows = client
             .query(
-                &format!("SELECT id::bigint, description FROM {table} WHERE id > $1 ORDER BY id"),
+                &format!(
+                    "SELECT id::bigint, description FROM {table} WHERE id::bigint > $1 ORDER BY id"
+                ),
                 &[&last_id],
             )
             .await?;

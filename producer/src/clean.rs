@@ -21,67 +21,113 @@ pub fn python_isspace(c: char) -> bool {
     c.is_whitespace() || ('\u{1c}'..='\u{1f}').contains(&c)
 }
 
+/// FNV-1a: a fast hash for the short ASCII tokens looked up on the hot path.
+#[derive(Default)]
+pub struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
 /// A set of stop words.
 #[derive(Debug, Clone)]
-pub struct StopWords(HashSet<String>);
+pub struct StopWords {
+    words: HashSet<&'static [u8], std::hash::BuildHasherDefault<Fnv>>,
+    longest: usize,
+}
 
 impl StopWords {
     /// NLTK's English list.
     pub fn nltk_english() -> Self {
-        StopWords(
-            NLTK_ENGLISH
-                .split_whitespace()
-                .map(str::to_string)
-                .collect(),
-        )
+        let words: HashSet<&'static [u8], _> =
+            NLTK_ENGLISH.split_whitespace().map(str::as_bytes).collect();
+        let longest = words.iter().map(|w| w.len()).max().unwrap_or(0);
+        StopWords { words, longest }
     }
 
     /// Whether `word` is a stop word.
     pub fn contains(&self, word: &str) -> bool {
-        self.0.contains(word)
+        self.contains_bytes(word.as_bytes())
+    }
+
+    fn contains_bytes(&self, word: &[u8]) -> bool {
+        word.len() <= self.longest && self.words.contains(word)
     }
 }
 
-/// Cleans one description; `out` is cleared and receives the result (reused to avoid
-/// allocations on the hot path).
+/// Cleans one description; `out` is cleared and receives the result (its buffer is reused,
+/// so the hot path does not allocate).
+///
+/// One pass keeps the lower-cased `[a-z0-9]` characters and turns every Python whitespace
+/// character into a space (only its role as a separator matters), inserting a space before a
+/// digit that follows a non-digit; a second pass over that ASCII buffer drops stop words and
+/// squeezes the separators, in place.
 pub fn clean_into(description: &str, stop: &StopWords, out: &mut String) {
-    out.clear();
-    // lower() + keep [a-z0-9] and whitespace + space before a digit that follows a
-    // non-digit, in one pass over the lower-cased characters.
-    let mut kept = String::with_capacity(description.len());
-    let mut prev: Option<char> = None;
-    let mut push = |c: char, kept: &mut String| {
-        if c.is_ascii_digit() && prev.is_some_and(|p| !p.is_ascii_digit()) {
-            kept.push(' ');
+    let mut buf = std::mem::take(out).into_bytes();
+    buf.clear();
+    buf.reserve(description.len() + 8);
+    // Whether the previous kept character was a digit; None at the start (no lookbehind).
+    let mut prev_digit: Option<bool> = None;
+    let mut keep = |c: char, buf: &mut Vec<u8>| {
+        if c.is_ascii_lowercase() || c.is_ascii_digit() {
+            let digit = c.is_ascii_digit();
+            if digit && prev_digit == Some(false) {
+                buf.push(b' ');
+            }
+            buf.push(c as u8);
+            prev_digit = Some(digit);
+        } else if python_isspace(c) {
+            buf.push(b' ');
+            prev_digit = Some(false);
         }
-        kept.push(c);
-        prev = Some(c);
     };
     for c in description.chars() {
         if c.is_ascii() {
             // ASCII lower-casing is all str.lower() does to ASCII.
-            let c = c.to_ascii_lowercase();
-            if c.is_ascii_lowercase() || c.is_ascii_digit() || python_isspace(c) {
-                push(c, &mut kept);
-            }
+            keep(c.to_ascii_lowercase(), &mut buf);
         } else {
             // Full Unicode lower-casing (e.g. 'İ' -> "i\u{307}", KELVIN SIGN -> 'k').
             for l in c.to_lowercase() {
-                if l.is_ascii_lowercase() || l.is_ascii_digit() || python_isspace(l) {
-                    push(l, &mut kept);
-                }
+                keep(l, &mut buf);
             }
         }
     }
-    for token in kept.split(python_isspace).filter(|t| !t.is_empty()) {
-        if stop.contains(token) {
-            continue;
+    // Split on spaces, drop stop words, join with single spaces, compacting in place: the
+    // write position never passes the read position.
+    let (n, mut w, mut i) = (buf.len(), 0usize, 0usize);
+    while i < n {
+        while i < n && buf[i] == b' ' {
+            i += 1;
         }
-        if !out.is_empty() {
-            out.push(' ');
+        let start = i;
+        while i < n && buf[i] != b' ' {
+            i += 1;
         }
-        out.push_str(token);
+        if start < i && !stop.contains_bytes(&buf[start..i]) {
+            if w > 0 {
+                buf[w] = b' ';
+                w += 1;
+            }
+            buf.copy_within(start..i, w);
+            w += i - start;
+        }
     }
+    buf.truncate(w);
+    // Only ASCII was kept.
+    *out = String::from_utf8(buf).unwrap_or_default();
 }
 
 /// Cleans one description.
