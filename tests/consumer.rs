@@ -530,3 +530,35 @@ fn all_in_one_serve_keeps_loading_until_ctrl_c() {
     assert!(status.success(), "Ctrl-C ends --serve cleanly: {status}");
     assert_eq!(rt.block_on(count(&client, "transactions")), 102);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_database_is_loaded_from_the_beginning_whatever_kafka_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("tx.csv");
+    generate_csv(&csv, 5_000, 8);
+    let broker = start_broker(None).await;
+    let bs = broker.bootstrap_servers();
+    produce_csv(&bs, "tx", &csv).await;
+    let first = TestDb::new("fresh_a").await;
+    assert_eq!(
+        consume(consume_cfg(&bs, "tx", &first.url))
+            .await
+            .rows_loaded,
+        5_000
+    );
+    // Same group, so Kafka now holds committed offsets at the end of the topic; a new
+    // database must still get every row: PostgreSQL's offsets are the truth.
+    let second = TestDb::new("fresh_b").await;
+    assert_eq!(
+        consume(consume_cfg(&bs, "tx", &second.url))
+            .await
+            .rows_loaded,
+        5_000
+    );
+    let client = second.client().await;
+    assert_eq!(
+        table_multiset(&client, "transactions").await,
+        expected_multiset(&csv, &reference_scaler())
+    );
+    broker.shutdown().await.unwrap();
+}

@@ -17,9 +17,11 @@ use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, RebalanceProtocol,
+    StreamConsumer,
 };
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio_postgres::Client;
@@ -127,11 +129,70 @@ pub type Targets = HashMap<i32, i64>;
 struct Ctx {
     rebalanced: AtomicBool,
     stats: Arc<Stats>,
+    /// PostgreSQL's next offset per partition as last read or committed by this process:
+    /// where newly assigned partitions start (the beginning when unknown), whatever the
+    /// group's committed Kafka offsets say (they may be ahead, e.g. for a fresh database).
+    /// A stale entry is only ever behind, which the compare-and-set makes harmless.
+    pg_positions: std::sync::Mutex<HashMap<i32, i64>>,
 }
 
 impl ClientContext for Ctx {}
 
 impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        let result = match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let known = self
+                    .pg_positions
+                    .lock()
+                    .map(|m| m.clone())
+                    .unwrap_or_default();
+                let parts: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
+                for (topic, p) in &parts {
+                    let start = known
+                        .get(p)
+                        .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+                    let _ = tpl.set_partition_offset(topic, *p, start);
+                }
+                self.post_rebalance(consumer, &Rebalance::Assign(tpl));
+                if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                self.post_rebalance(consumer, &Rebalance::Revoke(tpl));
+                if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                }
+            }
+            other => {
+                let code: rdkafka::error::RDKafkaErrorCode = other.into();
+                self.post_rebalance(consumer, &Rebalance::Error(KafkaError::Rebalance(code)));
+                consumer.unassign()
+            }
+        };
+        if let Err(e) = result {
+            tracing::error!("applying the rebalance failed: {e}");
+        }
+    }
+
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {
@@ -176,7 +237,7 @@ struct Loader {
     summary: Summary,
 }
 
-fn consumer(cfg: &ConsumeConfig) -> Result<KafkaConsumer, KafkaError> {
+fn consumer(cfg: &ConsumeConfig, known: HashMap<i32, i64>) -> Result<KafkaConsumer, KafkaError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.bootstrap_servers)
         .set("group.id", &cfg.group)
@@ -193,6 +254,7 @@ fn consumer(cfg: &ConsumeConfig) -> Result<KafkaConsumer, KafkaError> {
     let consumer: KafkaConsumer = c.create_with_context(Ctx {
         rebalanced: AtomicBool::new(false),
         stats: cfg.stats.clone(),
+        pg_positions: std::sync::Mutex::new(known),
     })?;
     consumer.subscribe(&[&cfg.topic])?;
     Ok(consumer)
@@ -236,17 +298,19 @@ impl Loader {
         Ok(p)
     }
 
-    fn seek(&self, partition: i32, offset: Offset) {
+    /// Seeks one partition; returns whether librdkafka accepted it.
+    fn seek(&self, partition: i32, offset: Offset) -> bool {
         let r = tokio::task::block_in_place(|| {
             self.consumer
                 .seek(&self.cfg.topic, partition, offset, Duration::from_secs(5))
         });
-        if let Err(e) = r {
+        if let Err(e) = &r {
             tracing::debug!(
                 partition,
-                "seek to {offset:?} failed (partition moved?): {e}"
+                "seek to {offset:?} failed (partition moved or not fetching yet?): {e}"
             );
         }
+        r.is_ok()
     }
 
     /// Adds one message to the batch (or skips it if PostgreSQL already has it).
@@ -330,6 +394,11 @@ impl Loader {
                 self.summary.dead_letters += taken.dead.len() as u64;
                 self.summary.batches += 1;
                 let mut tpl = TopicPartitionList::new();
+                if let Ok(mut known) = self.consumer.context().pg_positions.lock() {
+                    for (p, adv) in &taken.advances {
+                        known.insert(*p, adv.next);
+                    }
+                }
                 for (p, adv) in &taken.advances {
                     self.positions.insert(*p, Some(adv.next));
                     let _ = tpl.add_partition_offset(&self.cfg.topic, *p, Offset::Offset(adv.next));
@@ -396,12 +465,30 @@ impl Loader {
             .sink
             .positions(&self.client, &self.cfg.group, &self.cfg.topic)
             .await?;
-        let assignment = self.consumer.assignment().unwrap_or_default();
-        for e in assignment.elements() {
-            let p = e.partition();
+        let assigned: Vec<i32> = self
+            .consumer
+            .assignment()
+            .unwrap_or_default()
+            .elements()
+            .iter()
+            .map(|e| e.partition())
+            .collect();
+        for p in assigned {
             let next = stored.get(&p).copied();
             self.positions.insert(p, next);
-            self.seek(p, next.map_or(Offset::Beginning, Offset::Offset));
+            let target = next.map_or(Offset::Beginning, Offset::Offset);
+            // A partition assigned a moment ago may not be fetching yet: retry briefly.
+            for attempt in 0..50 {
+                if self.seek(p, target) {
+                    break;
+                }
+                if attempt == 49 {
+                    tracing::warn!(partition = p, "could not seek to {target:?}");
+                }
+                // Serve the consumer (callbacks, fetch start) while waiting.
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
+            }
         }
         Ok(())
     }
@@ -454,7 +541,8 @@ pub async fn run(
     };
     let sink = Sink::prepare(&mut client, table).await?;
     cfg.stats.postgres(true);
-    let consumer = consumer(&cfg)?;
+    let known = sink.positions(&client, &cfg.group, &cfg.topic).await?;
+    let consumer = consumer(&cfg, known)?;
     let mut goal: Option<Targets> = None;
     if cfg.stop_at_end {
         let hw = high_watermarks(&consumer, &cfg.topic)?;
