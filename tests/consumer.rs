@@ -77,24 +77,38 @@ async fn hundred_thousand_rows_arrive_exactly_once_with_the_right_values() {
     broker.shutdown().await.unwrap();
 }
 
+/// `finstream consume` into `url` with `extra` flags, output piped.
+fn consume_command(
+    broker: &str,
+    topic: &str,
+    url: &str,
+    group: &str,
+    extra: &[&str],
+    log: &str,
+) -> Command {
+    let mut c = Command::new(finstream_bin());
+    c.args([
+        "consume",
+        "--bootstrap-servers",
+        broker,
+        "--topic",
+        topic,
+        "--group",
+        group,
+        "--database-url",
+        url,
+    ])
+    .args(extra)
+    .env("RUST_LOG", log)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    c
+}
+
 fn spawn_consume(broker: &str, topic: &str, url: &str, group: &str, extra: &[&str]) -> Child {
-    Command::new(finstream_bin())
-        .args([
-            "consume",
-            "--bootstrap-servers",
-            broker,
-            "--topic",
-            topic,
-            "--group",
-            group,
-            "--database-url",
-            url,
-            "--stop-at-end",
-        ])
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
+    let mut extra = extra.to_vec();
+    extra.push("--stop-at-end");
+    consume_command(broker, topic, url, group, &extra, "warn")
         .spawn()
         .expect("spawn finstream consume")
 }
@@ -269,24 +283,10 @@ struct Member {
 impl Member {
     fn start(broker: &str, topic: &str, url: &str, group: &str) -> Member {
         use std::io::{BufRead, BufReader, Read};
-        let mut child = Command::new(finstream_bin())
-            .args([
-                "consume",
-                "--bootstrap-servers",
-                broker,
-                "--topic",
-                topic,
-                "--group",
-                group,
-                "--database-url",
-                url,
-            ])
-            .args(["--batch-size", "500"])
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn finstream consume");
+        let mut child =
+            consume_command(broker, topic, url, group, &["--batch-size", "500"], "info")
+                .spawn()
+                .expect("spawn finstream consume");
         let stderr = child.stderr.take().unwrap();
         let mut stdout = child.stdout.take().unwrap();
         let (tx, assigned) = std::sync::mpsc::channel();

@@ -3,45 +3,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-/// Starts `finstream broker` with `--http 127.0.0.1:0`; returns (child, kafka addr, http addr).
-fn broker_with_http(dir: &std::path::Path) -> (std::process::Child, String, String) {
-    let mut child = Command::new(finstream_bin())
-        .args([
-            "broker",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (mut kafka, mut http) = (None, None);
-    while kafka.is_none() || http.is_none() {
-        let line = lines.next().expect("broker output").unwrap();
-        for w in line.split_whitespace() {
-            if let Some(a) = w.strip_prefix("listen=") {
-                kafka = Some(a.to_string());
-            }
-            if let Some(a) = w.strip_prefix("http=") {
-                http = Some(a.to_string());
-            }
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    (child, kafka.unwrap(), http.unwrap())
-}
 
 fn get(addr: &str, path: &str) -> (u16, String) {
     let mut s = TcpStream::connect(addr).unwrap();
@@ -60,7 +27,8 @@ fn get(addr: &str, path: &str) -> (u16, String) {
 #[test]
 fn metrics_health_and_status_page() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, kafka, http) = broker_with_http(dir.path());
+    let mut broker = BinaryBroker::start(dir.path());
+    let (kafka, http) = (broker.addr.clone(), broker.http.clone());
     let (ok, _, err) = kcat(
         &["-b", &kafka, "-P", "-t", "payments", "-K:"],
         b"a:1\nb:2\nc:3\n",
@@ -132,8 +100,5 @@ fn metrics_health_and_status_page() {
     assert!(dom.contains("payments.dlq"), "{dom}");
     assert!(dom.contains("Consumer groups"), "{dom}");
 
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert!(child.wait().unwrap().success());
+    assert!(broker.terminate().success());
 }

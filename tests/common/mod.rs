@@ -41,14 +41,17 @@ pub fn finstream_bin() -> &'static str {
     env!("CARGO_BIN_EXE_finstream")
 }
 
-/// `finstream broker` as a child process on a free port.
+/// `finstream broker` as a child process on a free port, with its HTTP endpoint on another.
 pub struct BinaryBroker {
     pub child: Child,
+    /// Kafka listener, HOST:PORT.
     pub addr: String,
+    /// Metrics/status endpoint, HOST:PORT.
+    pub http: String,
 }
 
 impl BinaryBroker {
-    /// Starts the binary on `data_dir` and waits for its "broker ready" log line.
+    /// Starts the binary on `data_dir` and waits until it logs both its addresses.
     pub fn start(data_dir: &Path) -> BinaryBroker {
         Self::start_with(data_dir, &[])
     }
@@ -71,27 +74,36 @@ impl BinaryBroker {
             .spawn()
             .expect("spawn finstream broker");
         let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
         std::thread::spawn(move || {
-            let mut sent = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 eprintln!("[broker] {line}");
-                if !sent && line.contains("broker ready") {
-                    if let Some(addr) = line
-                        .split_whitespace()
-                        .find_map(|w| w.strip_prefix("listen="))
-                    {
-                        let _ = tx.send(addr.to_string());
-                        sent = true;
+                for word in line.split_whitespace() {
+                    if let Some(a) = word.strip_prefix("listen=") {
+                        let _ = tx.send((true, a.to_string()));
+                    } else if let Some(a) = word.strip_prefix("http=") {
+                        let _ = tx.send((false, a.to_string()));
                     }
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("broker printed its address");
-        BinaryBroker { child, addr }
+        let (mut addr, mut http) = (None, None);
+        while addr.is_none() || http.is_none() {
+            let (kafka, a) = rx
+                .recv_timeout(Duration::from_secs(30))
+                .expect("broker printed its addresses");
+            if kafka {
+                addr = Some(a);
+            } else {
+                http = Some(a);
+            }
+        }
+        BinaryBroker {
+            child,
+            addr: addr.unwrap_or_default(),
+            http: http.unwrap_or_default(),
+        }
     }
 
     /// SIGKILL: no chance to flush anything.
