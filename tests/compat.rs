@@ -23,12 +23,21 @@ use rdkafka::{Message, TopicPartitionList};
 
 const N: usize = 5000;
 
+/// The scenarios run one at a time: each starts a broker and several clients, and on a
+/// 2-core machine running them together starves heartbeats into spurious rebalances.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Runs a scenario script against a fresh broker and fails with its output if it fails.
 fn run_scenario(program: &Path, script: &Path) {
+    let _one_at_a_time = serial();
     assert!(
         program.exists(),
         "{} is missing: run `bash scripts/setup.sh` first",
@@ -140,7 +149,11 @@ fn assigned(c: &StreamConsumer) -> BTreeSet<i32> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+// The serialising guard is meant to span the whole scenario; nothing else in this test's
+// runtime takes it, so holding it across awaits cannot deadlock.
+#[allow(clippy::await_holding_lock)]
 async fn rust_rdkafka() {
+    let _one_at_a_time = serial();
     let dir = tempfile::tempdir().unwrap();
     let broker = BinaryBroker::start(dir.path());
     let bs = broker.addr.clone();
@@ -298,6 +311,7 @@ fn latest_assignment(rx: &mpsc::Receiver<String>, current: &mut BTreeSet<i32>) {
 
 #[test]
 fn kcat_balanced_consumer() {
+    let _one_at_a_time = serial();
     let dir = tempfile::tempdir().unwrap();
     let broker = BinaryBroker::start_with(dir.path(), &["--default-partitions", "3"]);
     let b = broker.addr.as_str();

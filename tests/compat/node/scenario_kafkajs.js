@@ -35,7 +35,7 @@ function expectValues (got, n, start, what) {
 // Consumes until no record arrived for idleMs; offsets are committed by kafkajs after
 // each batch (autoCommit) and on disconnect.
 async function consumeAll (groupId, idleMs, whileRunning) {
-  const consumer = kafka.consumer({ groupId, sessionTimeout: 6000, heartbeatInterval: 1000 })
+  const consumer = kafka.consumer({ groupId, sessionTimeout: 10000, heartbeatInterval: 1000 })
   await consumer.connect()
   await consumer.subscribe({ topic, fromBeginning: true })
   const got = []
@@ -77,7 +77,7 @@ async function main () {
 
   const assigned = { a: [], b: [] }
   const member = async (name) => {
-    const c = kafka.consumer({ groupId: g2, sessionTimeout: 6000, heartbeatInterval: 500 })
+    const c = kafka.consumer({ groupId: g2, sessionTimeout: 10000, heartbeatInterval: 500 })
     c.on(c.events.GROUP_JOIN, (e) => { assigned[name] = (e.payload.memberAssignment[topic] || []).slice().sort() })
     await c.connect()
     await c.subscribe({ topic, fromBeginning: true })
@@ -89,9 +89,9 @@ async function main () {
   await waitUntil(() => {
     const all = [...assigned.a, ...assigned.b].sort()
     return assigned.a.length > 0 && assigned.b.length > 0 && all.join() === '0,1,2'
-  }, 60000, 'two members to split the partitions')
+  }, 120000, 'two members to split the partitions')
   await b.disconnect()
-  await waitUntil(() => assigned.a.join() === '0,1,2', 60000, 'the survivor to take over')
+  await waitUntil(() => assigned.a.join() === '0,1,2', 120000, 'the survivor to take over')
   await a.disconnect()
   step('two members split partitions, survivor takes over')
 

@@ -19,7 +19,7 @@ topic, g1, g2 = f"compat-aiokafka{suffix}", f"cg-aiokafka{suffix}-1", f"cg-aioka
 def consumer(group):
     return AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
                             auto_offset_reset="earliest", enable_auto_commit=False,
-                            session_timeout_ms=6000, heartbeat_interval_ms=1000)
+                            session_timeout_ms=10000, heartbeat_interval_ms=1000)
 
 
 async def drain(c, idle=3.0):
@@ -91,10 +91,10 @@ async def main():
         pa, pb = parts(a), parts(b)
         return pa and pb and not (pa & pb) and (pa | pb) == set(range(PARTITIONS))
 
-    await wait_until(split, 60, "two members to split the partitions")
+    await wait_until(split, 120, "two members to split the partitions")
     pumps[1].cancel()
     await b.stop()
-    await wait_until(lambda: parts(a) == set(range(PARTITIONS)), 60, "the survivor to take over")
+    await wait_until(lambda: parts(a) == set(range(PARTITIONS)), 120, "the survivor to take over")
     stop.set()
     pumps[0].cancel()
     await a.stop()

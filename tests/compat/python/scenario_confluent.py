@@ -30,7 +30,7 @@ step(C, "produce 5000 idempotent zstd messages")
 
 def consumer(group, **extra):
     c = Consumer({**base, "group.id": group, "auto.offset.reset": "earliest",
-                  "enable.auto.commit": False, "session.timeout.ms": 6000, **extra})
+                  "enable.auto.commit": False, "session.timeout.ms": 10000, **extra})
     c.subscribe([topic])
     return c
 
@@ -81,7 +81,7 @@ def both_assigned():
     return pa and pb and not (pa & pb) and (pa | pb) == set(range(PARTITIONS))
 
 
-wait_until(both_assigned, 60, "two members to split the partitions")
+wait_until(both_assigned, 120, "two members to split the partitions")
 b.close()
 
 
@@ -90,7 +90,7 @@ def survivor_has_all():
     return assigned(a) == set(range(PARTITIONS))
 
 
-wait_until(survivor_has_all, 60, "the survivor to take over all partitions")
+wait_until(survivor_has_all, 120, "the survivor to take over all partitions")
 a.close()
 step(C, "two members split partitions, survivor takes over")
 

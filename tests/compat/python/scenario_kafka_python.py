@@ -81,10 +81,10 @@ def split():
     return a and b and not (a & b) and (a | b) == set(range(PARTITIONS))
 
 
-wait_until(split, 60, "two members to split the partitions")
+wait_until(split, 120, "two members to split the partitions")
 stop["b"].set()
 threads["b"].join(30)
-wait_until(lambda: assignments.get("a") == set(range(PARTITIONS)), 60, "the survivor to take over")
+wait_until(lambda: assignments.get("a") == set(range(PARTITIONS)), 120, "the survivor to take over")
 stop["a"].set()
 threads["a"].join(30)
 step(C, "two members split partitions, survivor takes over")
