@@ -105,6 +105,22 @@ fn consume_command(
     c
 }
 
+/// `finstream all-in-one` on `csv` with its data under `data` and the sample scaler, plus
+/// `extra` flags.
+fn all_in_one_command(csv: &std::path::Path, data: &std::path::Path, extra: &[&str]) -> Command {
+    let scaler = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/scaler.json");
+    let mut c = Command::new(finstream_bin());
+    c.arg("all-in-one")
+        .args(extra)
+        .arg("--csv")
+        .arg(csv)
+        .arg("--data-dir")
+        .arg(data)
+        .arg("--scaler")
+        .arg(scaler);
+    c
+}
+
 fn spawn_consume(broker: &str, topic: &str, url: &str, group: &str, extra: &[&str]) -> Child {
     let mut extra = extra.to_vec();
     extra.push("--stop-at-end");
@@ -413,20 +429,8 @@ fn all_in_one_loads_the_csv_and_exits_0() {
     generate_csv(&csv, 5_000, 5);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(TestDb::new("aio"));
-    let scaler = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/scaler.json");
     let out = output_with_timeout(
-        Command::new(finstream_bin())
-            .args([
-                "all-in-one",
-                "--csv",
-                csv.to_str().unwrap(),
-                "--database-url",
-                &db.url,
-                "--data-dir",
-            ])
-            .arg(dir.path().join("data"))
-            .arg("--scaler")
-            .arg(&scaler)
+        all_in_one_command(&csv, &dir.path().join("data"), &["--database-url", &db.url])
             .env("RUST_LOG", "warn"),
         Duration::from_secs(180),
     );
@@ -449,14 +453,9 @@ fn all_in_one_starts_a_private_postgres_when_none_answers() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("tx.csv");
     generate_csv(&csv, 1_000, 6);
-    let scaler = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/scaler.json");
     let data = dir.path().join("data");
     let out = output_with_timeout(
-        Command::new(finstream_bin())
-            .args(["all-in-one", "--csv", csv.to_str().unwrap(), "--data-dir"])
-            .arg(&data)
-            .arg("--scaler")
-            .arg(&scaler)
+        all_in_one_command(&csv, &data, &[])
             .env_remove("DATABASE_URL")
             .env("PGPORT", "1") // nothing answers there
             .env("RUST_LOG", "info"),
@@ -481,26 +480,21 @@ fn all_in_one_serve_keeps_loading_until_ctrl_c() {
     generate_csv(&csv, 100, 7);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(TestDb::new("serve"));
-    let scaler = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/scaler.json");
-    let mut child = Command::new(finstream_bin())
-        .args([
-            "all-in-one",
+    let mut child = all_in_one_command(
+        &csv,
+        &dir.path().join("data"),
+        &[
             "--serve",
             "--listen",
             "127.0.0.1:0",
-            "--csv",
-            csv.to_str().unwrap(),
             "--database-url",
             &db.url,
-            "--data-dir",
-        ])
-        .arg(dir.path().join("data"))
-        .arg("--scaler")
-        .arg(&scaler)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+        ],
+    )
+    .env("RUST_LOG", "warn")
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let serving = lines.next().expect("a line").unwrap();
     let addr = serving
