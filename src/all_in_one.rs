@@ -128,9 +128,11 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     let mut ccfg = ConsumeConfig::new(&bootstrap, &args.topic, &args.group, pg);
     ccfg.table = args.table.clone();
     ccfg.batch_size = args.batch_size.max(1);
+    let pcfg = ProduceConfig::new(&bootstrap, &args.topic, &args.csv, scaler);
     let observed = crate::http::Observed {
         broker: Some(broker.state().clone()),
         consumer: Some(ccfg.stats.clone()),
+        producer: Some(pcfg.stats.clone()),
     };
     if let Err(e) = crate::http::maybe_serve(&args.http, observed).await {
         // The load does not depend on the status page: warn and go on.
@@ -138,7 +140,6 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     }
     let consumer = tokio::spawn(finstream_consumer::run(ccfg, stop_rx, targets_rx));
 
-    let pcfg = ProduceConfig::new(&bootstrap, &args.topic, &args.csv, scaler);
     let (produced, interrupted) = produce_cmd::produce(pcfg).await?;
     let produced = match produced {
         Ok(s) => s,

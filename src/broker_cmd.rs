@@ -71,7 +71,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<ExitCode> {
         .context("cannot start the broker")?;
     let observed = crate::http::Observed {
         broker: Some(broker.state().clone()),
-        consumer: None,
+        ..Default::default()
     };
     crate::http::maybe_serve(&args.http, observed).await?;
     crate::shutdown_signal().await;

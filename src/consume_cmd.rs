@@ -70,8 +70,8 @@ pub fn shutdown_watch() -> watch::Receiver<bool> {
 pub async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.to_config()?;
     let observed = crate::http::Observed {
-        broker: None,
         consumer: Some(cfg.stats.clone()),
+        ..Default::default()
     };
     crate::http::maybe_serve(&args.http, observed).await?;
     let (_targets_tx, targets) = watch::channel::<Option<Targets>>(None);

@@ -21,6 +21,8 @@ pub struct Observed {
     pub broker: Option<Arc<State>>,
     /// The consumer's live counters, when this process runs one.
     pub consumer: Option<Arc<finstream_consumer::Stats>>,
+    /// The producer's live counters, when this process runs one.
+    pub producer: Option<Arc<finstream_producer::Stats>>,
 }
 
 /// Serves on `addr` unless it is `off`. Returns the bound address.
@@ -134,6 +136,9 @@ fn metrics(observed: &Observed, started: Instant) -> String {
     if let Some(c) = &observed.consumer {
         c.render(&mut out);
     }
+    if let Some(p) = &observed.producer {
+        p.render(&mut out);
+    }
     out
 }
 
@@ -168,6 +173,30 @@ fn status_page(observed: &Observed, started: Instant) -> String {
             s.batches,
             s.retries,
             if c.postgres_ok() { "up" } else { "DOWN" }
+        );
+        let lag = c.lag();
+        if !lag.is_empty() {
+            h.push_str("<table id=\"consumer-lag\"><tr><th>topic</th><th>partition</th><th>loaded up to</th><th>high watermark</th><th>lag</th></tr>");
+            for ((topic, p), l) in &lag {
+                let _ = write!(
+                    h,
+                    "<tr><td>{}</td><td>{p}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(topic),
+                    l.position,
+                    l.high_watermark,
+                    l.lag()
+                );
+            }
+            h.push_str("</table>");
+        }
+    }
+    if let Some(p) = &observed.producer {
+        let s = p.snapshot();
+        let _ = write!(
+            h,
+            "<h2>Producer</h2><table id=\"producer\"><tr><th>rows read</th><th>rows/s</th><th>sent</th><th>dead-lettered</th><th>failed</th></tr>\
+             <tr><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+            s.rows_read, s.rows_per_sec, s.sent, s.dead_lettered, s.failed
         );
     }
     if let Some(b) = &observed.broker {

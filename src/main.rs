@@ -3,13 +3,14 @@
 mod admin_cmd;
 mod all_in_one;
 mod broker_cmd;
+mod config_file;
 mod consume_cmd;
 mod http;
 mod kafka_opts;
 mod pg_cluster;
 mod produce_cmd;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -22,6 +23,10 @@ struct Cli {
     /// Log format on stderr: human-readable text, or one JSON object per line.
     #[arg(long, global = true, env = "FINSTREAM_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// TOML file with options (keys are the long flag names; top level for every command,
+    /// `[consume]`, `[broker]`... for one); flags and environment variables win over it.
+    #[arg(long, global = true, env = "FINSTREAM_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -65,8 +70,33 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Parses the command line, then applies `--config FILE` below flags and environment.
+fn parse() -> Cli {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let command = Cli::command();
+    let matches = command.clone().get_matches_from(&argv);
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let Some(path) = &cli.config else {
+        return cli;
+    };
+    match config_file::args_from_file(path, &command, &matches) {
+        Ok(extra) if extra.is_empty() => cli,
+        Ok(extra) => {
+            let argv: Vec<_> = argv.into_iter().chain(extra).collect();
+            Cli::try_parse_from(argv).unwrap_or_else(|e| {
+                eprintln!("error: in config file {}:", path.display());
+                e.exit()
+            })
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let cli = parse();
     init_logging(cli.log_format);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -47,6 +47,10 @@ pub struct ProduceArgs {
     /// Parse and clean only, send nothing: validates a file and measures cleaning speed.
     #[arg(long)]
     pub dry_run: bool,
+    /// Metrics (rows read, sent, dead-lettered) and status page on this HTTP address while
+    /// the file is being sent ("off" to disable).
+    #[arg(long, env = "FINSTREAM_HTTP", default_value = "off")]
+    pub http: String,
 }
 
 impl ProduceArgs {
@@ -189,6 +193,11 @@ pub async fn run(args: ProduceArgs) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_INPUT));
         }
     };
+    let observed = crate::http::Observed {
+        producer: Some(cfg.stats.clone()),
+        ..Default::default()
+    };
+    crate::http::maybe_serve(&args.http, observed).await?;
     let (result, interrupted) = produce(cfg).await?;
     report(result, interrupted)
 }

@@ -102,3 +102,141 @@ fn metrics_health_and_status_page() {
 
     assert!(broker.terminate().success());
 }
+
+/// Polls `path` until `check` accepts the body (or 30 s pass, returning the last body).
+fn poll(addr: &str, path: &str, check: impl Fn(u16, &str) -> bool) -> (u16, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (code, body) = get(addr, path);
+        if check(code, &body) || std::time::Instant::now() > deadline {
+            return (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The consumer's endpoint, configured the way deploy/docker-compose.yml configures the
+/// consumer container (a config file plus environment): not ready while PostgreSQL is
+/// unreachable; ready once assigned; lag per partition in /metrics and on the page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumer_readiness_lag_and_config_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BinaryBroker::start(dir.path());
+    let db = TestDb::new("http_consumer").await;
+    let config = dir.path().join("finstream.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "bootstrap_servers = \"{}\"\ndatabase_url = \"postgres://postgres@127.0.0.1:1/none\"\n\n[consume]\ntopic = \"ledger\"\ngroup = \"loaders\"\nhttp = \"127.0.0.1:0\"\n",
+            broker.addr
+        ),
+    )
+    .unwrap();
+
+    // PostgreSQL unreachable (the file's URL): alive but not ready.
+    let (mut down, addrs) = spawn_reporting(
+        Command::new(finstream_bin())
+            .args(["--config"])
+            .arg(&config)
+            .arg("consume"),
+        "consume-pg-down",
+    );
+    let http = wait_for_addresses(&addrs, &["http"]).remove(0);
+    assert_eq!(get(&http, "/healthz").0, 200);
+    let (code, why) = get(&http, "/readyz");
+    assert_eq!(code, 503, "{why}");
+    let _ = down.kill();
+    let _ = down.wait();
+
+    // The environment wins over the file: DATABASE_URL points at the real database.
+    let (ok, _, err) = kcat(&["-b", &broker.addr, "-P", "-t", "ledger"], {
+        b"{\"description\": \"coffee shop\", \"amount\": 0.25}\n{\"description\": \"rent\", \"amount\": 0.5}\n"
+    });
+    assert!(ok, "{err}");
+    let (mut consumer, addrs) = spawn_reporting(
+        Command::new(finstream_bin())
+            .args(["--config"])
+            .arg(&config)
+            .arg("consume")
+            .env("DATABASE_URL", &db.url),
+        "consume",
+    );
+    let http = wait_for_addresses(&addrs, &["http"]).remove(0);
+    let (code, why) = poll(&http, "/readyz", |c, _| c == 200);
+    assert_eq!(code, 200, "{why}");
+    let (_, metrics) = poll(&http, "/metrics", |_, m| {
+        m.contains("finstream_consumer_lag{topic=\"ledger\",partition=\"0\"} 0\n")
+            && m.contains("finstream_consumer_rows_loaded_total 2\n")
+    });
+    assert!(
+        metrics.contains("finstream_consumer_rows_loaded_total 2\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("finstream_consumer_lag{topic=\"ledger\",partition=\"0\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("finstream_consumer_high_watermark{topic=\"ledger\",partition=\"0\"} 2\n"),
+        "{metrics}"
+    );
+    let (_, page) = get(&http, "/");
+    assert!(page.contains("id=\"consumer-lag\""), "{page}");
+    let rows: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM transactions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        rows, 2,
+        "the consumer loaded into DATABASE_URL, not the file's URL"
+    );
+    let _ = consumer.kill();
+    let _ = consumer.wait();
+}
+
+/// `produce --http`: the counters are live while the file is being sent (here, to a broker
+/// that does not answer, so the run lasts until the delivery timeout).
+#[test]
+fn producer_metrics_while_sending() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("tx.csv");
+    std::fs::write(&csv, "Description,Amount\nCoffee 2,3.5\nRent,900\n,\n").unwrap();
+    let (mut producer, addrs) = spawn_reporting(
+        Command::new(finstream_bin())
+            .args([
+                "produce",
+                "--bootstrap-servers",
+                "127.0.0.1:1",
+                "--http",
+                "127.0.0.1:0",
+            ])
+            .args([
+                "-X",
+                "message.timeout.ms=6000",
+                "--scaler",
+                "data/scaler.json",
+                "--csv",
+            ])
+            .arg(&csv),
+        "produce",
+    );
+    let http = wait_for_addresses(&addrs, &["http"]).remove(0);
+    let (_, metrics) = poll(&http, "/metrics", |_, m| {
+        m.contains("finstream_producer_rows_read_total 3\n")
+    });
+    assert!(
+        metrics.contains("finstream_producer_rows_read_total 3\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("finstream_producer_rows_sent_total 0\n"),
+        "{metrics}"
+    );
+    let (_, page) = get(&http, "/");
+    assert!(page.contains("id=\"producer\""), "{page}");
+    let status = producer.wait().unwrap();
+    assert_eq!(status.code(), Some(1), "undelivered rows give exit code 1");
+}

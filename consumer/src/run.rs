@@ -136,7 +136,34 @@ struct Ctx {
     pg_positions: std::sync::Mutex<HashMap<i32, i64>>,
 }
 
-impl ClientContext for Ctx {}
+impl ClientContext for Ctx {
+    /// librdkafka's statistics report (every `statistics.interval.ms`): the high watermark
+    /// of each partition we hold, against what PostgreSQL holds, is the lag.
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let known = self
+            .pg_positions
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        let mut lag = std::collections::BTreeMap::new();
+        for (topic, t) in &statistics.topics {
+            for (p, part) in &t.partitions {
+                if *p < 0 || !part.desired || part.hi_offset < 0 {
+                    continue;
+                }
+                let position = known.get(p).copied().unwrap_or(part.lo_offset.max(0));
+                lag.insert(
+                    (topic.clone(), *p),
+                    crate::stats::PartitionLag {
+                        position,
+                        high_watermark: part.hi_offset,
+                    },
+                );
+            }
+        }
+        self.stats.set_lag(lag);
+    }
+}
 
 impl ConsumerContext for Ctx {
     fn rebalance(
@@ -251,7 +278,9 @@ fn consumer(cfg: &ConsumeConfig, known: HashMap<i32, i64>) -> Result<KafkaConsum
         // Bigger fetches: the loader waits on fetch round trips otherwise (1 MiB per
         // partition by default); +38% rows/s measured on 1M rows (docs/BENCHMARKS.md).
         .set("max.partition.fetch.bytes", "8388608")
-        .set("fetch.max.bytes", "16777216");
+        .set("fetch.max.bytes", "16777216")
+        // Feeds the lag metrics (Ctx::stats).
+        .set("statistics.interval.ms", "2000");
     for (k, v) in &cfg.kafka_properties {
         c.set(k, v);
     }

@@ -8,6 +8,7 @@
 //! * [`pyjson`]: the message body exactly as Python's `json.dumps` wrote it;
 //! * [`source`]: streaming CSV input, columns by header name, rows to messages or dead letters;
 //! * [`pipeline`]: the multi-threaded run through librdkafka;
+//! * [`stats`]: live counters for metrics;
 //! * [`generate`]: synthetic transactions for demos and benchmarks.
 
 pub mod clean;
@@ -16,6 +17,8 @@ pub mod pipeline;
 pub mod pyjson;
 pub mod scaler;
 pub mod source;
+pub mod stats;
 
 pub use pipeline::{run, ProduceConfig, ProduceError, Summary};
 pub use scaler::Scaler;
+pub use stats::Stats;

@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use rdkafka::{ClientContext, Message};
 use crate::clean::StopWords;
 use crate::scaler::Scaler;
 use crate::source::{self, Outcome, SourceError};
+use crate::stats::Stats;
 
 /// Everything a produce run needs.
 #[derive(Debug, Clone)]
@@ -46,6 +47,8 @@ pub struct ProduceConfig {
     pub max_row_bytes: usize,
     /// Parse and clean only: nothing is sent (counts what would be sent / dead-lettered).
     pub dry_run: bool,
+    /// Live counters, shared with metrics endpoints.
+    pub stats: Arc<Stats>,
 }
 
 impl ProduceConfig {
@@ -63,6 +66,7 @@ impl ProduceConfig {
             max_errors: None,
             max_row_bytes: 512 * 1024,
             dry_run: false,
+            stats: Arc::default(),
         }
     }
 }
@@ -153,9 +157,7 @@ impl<P: Progress + ?Sized> Progress for &mut P {
 /// Delivery bookkeeping shared with librdkafka's callback thread.
 struct Deliveries {
     file: String,
-    sent: AtomicU64,
-    dead_lettered: AtomicU64,
-    failed: AtomicU64,
+    stats: Arc<Stats>,
     first_errors: Mutex<Vec<String>>,
 }
 
@@ -169,13 +171,13 @@ impl ProducerContext for Deliveries {
         let dlq = opaque & 1 == 1;
         match result {
             Ok(_) if dlq => {
-                self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
             }
             Ok(_) => {
-                self.sent.fetch_add(1, Ordering::Relaxed);
+                self.stats.sent.fetch_add(1, Ordering::Relaxed);
             }
             Err((e, m)) => {
-                self.failed.fetch_add(1, Ordering::Relaxed);
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 let line = opaque >> 1;
                 let msg = format!(
                     "{}:{line}: delivery to {} failed: {e}",
@@ -218,9 +220,7 @@ fn client(cfg: &ProduceConfig, file: &str) -> Result<ThreadedProducer<Deliveries
     }
     c.create_with_context(Deliveries {
         file: file.to_string(),
-        sent: AtomicU64::new(0),
-        dead_lettered: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
+        stats: cfg.stats.clone(),
         first_errors: Mutex::default(),
     })
 }
@@ -256,6 +256,7 @@ pub fn run(
     mut progress: impl Progress,
 ) -> Result<Summary, ProduceError> {
     let started = Instant::now();
+    cfg.stats.reset();
     let (mut reader, columns) = source::open(&cfg.csv)?;
     let file = cfg.csv.display().to_string();
     let file_name = cfg
@@ -440,6 +441,13 @@ pub fn run(
                         }
                     }
                 }
+                let stats = &cfg.stats;
+                stats.rows_read.store(rows_read, Ordering::Relaxed);
+                stats.bytes_read.store(chunk.bytes_read, Ordering::Relaxed);
+                if producer.is_none() {
+                    stats.sent.store(dry_sent, Ordering::Relaxed);
+                    stats.dead_lettered.store(dry_dead, Ordering::Relaxed);
+                }
                 progress.update(chunk.bytes_read, rows_read);
             }
         }
@@ -463,12 +471,13 @@ pub fn run(
         };
         // Every enqueued message gets a delivery report before flush returns.
         producer.flush(Timeout::Never)?;
-        let ctx = producer.context();
+        let stats = &producer.context().stats;
+        stats.failed.fetch_add(local_failed, Ordering::Relaxed);
         Ok(Summary {
             rows_read,
-            sent: ctx.sent.load(Ordering::Relaxed),
-            dead_lettered: ctx.dead_lettered.load(Ordering::Relaxed),
-            failed: ctx.failed.load(Ordering::Relaxed) + local_failed,
+            sent: stats.sent.load(Ordering::Relaxed),
+            dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
+            failed: stats.failed.load(Ordering::Relaxed),
             seconds: started.elapsed().as_secs_f64(),
             interrupted: stop.load(Ordering::Relaxed) && aborted.is_none(),
             aborted,

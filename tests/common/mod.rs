@@ -5,6 +5,7 @@
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use finstream_broker::{BrokerConfig, RunningBroker};
@@ -41,6 +42,50 @@ pub fn finstream_bin() -> &'static str {
     env!("CARGO_BIN_EXE_finstream")
 }
 
+/// Spawns a `finstream` command with its log echoed to the test's stderr (prefixed with
+/// `tag`) and every `listen=ADDR` / `http=ADDR` it logs sent back as `(key, addr)`.
+pub fn spawn_reporting(cmd: &mut Command, tag: &str) -> (Child, Receiver<(String, String)>) {
+    let mut child = cmd
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn finstream");
+    let stderr = child.stderr.take().expect("stderr piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let tag = tag.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            eprintln!("[{tag}] {line}");
+            for word in line.split_whitespace() {
+                for key in ["listen", "http"] {
+                    if let Some(a) = word.strip_prefix(key).and_then(|w| w.strip_prefix('=')) {
+                        let _ = tx.send((key.to_string(), a.to_string()));
+                    }
+                }
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// The addresses logged under each of `keys`, in that order (see [`spawn_reporting`]).
+pub fn wait_for_addresses(addrs: &Receiver<(String, String)>, keys: &[&str]) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut found = std::collections::HashMap::new();
+    while keys.iter().any(|k| !found.contains_key(*k)) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match addrs.recv_timeout(left) {
+            Ok((k, a)) => {
+                found.entry(k).or_insert(a);
+            }
+            Err(_) => panic!("not all of {keys:?} were logged within 30 s: {found:?}"),
+        }
+    }
+    keys.iter().map(|k| found[*k].clone()).collect()
+}
+
 /// `finstream broker` as a child process on a free port, with its HTTP endpoint on another.
 pub struct BinaryBroker {
     pub child: Child,
@@ -57,53 +102,24 @@ impl BinaryBroker {
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> BinaryBroker {
-        let mut child = Command::new(finstream_bin())
-            .args([
-                "broker",
-                "--listen",
-                "127.0.0.1:0",
-                "--http",
-                "127.0.0.1:0",
-                "--data-dir",
-            ])
-            .arg(data_dir)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn finstream broker");
-        let stderr = child.stderr.take().expect("stderr piped");
-        let (tx, rx) = std::sync::mpsc::channel::<(bool, String)>();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines() {
-                let Ok(line) = line else { break };
-                eprintln!("[broker] {line}");
-                for word in line.split_whitespace() {
-                    if let Some(a) = word.strip_prefix("listen=") {
-                        let _ = tx.send((true, a.to_string()));
-                    } else if let Some(a) = word.strip_prefix("http=") {
-                        let _ = tx.send((false, a.to_string()));
-                    }
-                }
-            }
-        });
-        let (mut addr, mut http) = (None, None);
-        while addr.is_none() || http.is_none() {
-            let (kafka, a) = rx
-                .recv_timeout(Duration::from_secs(30))
-                .expect("broker printed its addresses");
-            if kafka {
-                addr = Some(a);
-            } else {
-                http = Some(a);
-            }
-        }
-        BinaryBroker {
-            child,
-            addr: addr.unwrap_or_default(),
-            http: http.unwrap_or_default(),
-        }
+        let mut cmd = Command::new(finstream_bin());
+        cmd.args([
+            "broker",
+            "--listen",
+            "127.0.0.1:0",
+            "--http",
+            "127.0.0.1:0",
+            "--data-dir",
+        ])
+        .arg(data_dir)
+        .args(extra);
+        let (child, addrs) = spawn_reporting(&mut cmd, "broker");
+        let mut found = wait_for_addresses(&addrs, &["listen", "http"]).into_iter();
+        let (addr, http) = (
+            found.next().unwrap_or_default(),
+            found.next().unwrap_or_default(),
+        );
+        BinaryBroker { child, addr, http }
     }
 
     /// SIGKILL: no chance to flush anything.
