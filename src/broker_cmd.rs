@@ -43,6 +43,10 @@ pub struct BrokerArgs {
     /// sled page cache, in MiB.
     #[arg(long, env = "FINSTREAM_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
+    /// Refuse produce (KAFKA_STORAGE_ERROR, which clients retry) while the data directory's
+    /// filesystem has less than this many bytes free; reads go on.
+    #[arg(long, env = "FINSTREAM_MIN_FREE_BYTES", default_value_t = 100 * 1024 * 1024)]
+    pub min_free_bytes: u64,
 }
 
 impl BrokerArgs {
@@ -58,6 +62,7 @@ impl BrokerArgs {
             max_connections: self.max_connections,
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             cache_bytes: self.cache_mb * 1024 * 1024,
+            min_free_bytes: self.min_free_bytes,
             ..BrokerConfig::default()
         }
     }

@@ -7,11 +7,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProduceRequest, ProduceResponse,
-    ProducerId, TopicName,
-};
+use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::AdminOptions;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
@@ -29,21 +25,6 @@ fn init_producer_id(c: &mut RawClient) -> (i64, i16) {
     );
     assert_eq!(r.error_code, 0);
     (r.producer_id.0, r.producer_epoch)
-}
-
-/// Produces one batch with acks=-1; returns (error code, base offset).
-fn produce(c: &mut RawClient, topic: &str, batch: bytes::Bytes) -> (i16, i64) {
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(10_000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.into())))
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(batch))])]);
-    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
-    let p = &r.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
 }
 
 fn bump_epoch(c: &mut RawClient, pid: i64, epoch: i16) -> (i64, i16) {
@@ -73,16 +54,16 @@ fn idempotent_retries_are_acknowledged_once_and_gaps_refused_even_after_restart(
     let mut c = RawClient::connect(&broker.addr);
     let (pid, epoch) = init_producer_id(&mut c);
     let first = record_batch(&[b"a", b"b", b"c"], pid, epoch, 0);
-    assert_eq!(produce(&mut c, "idem", first.clone()), (0, 0));
+    assert_eq!(raw_produce(&mut c, "idem", first.clone()), (0, 0));
     assert_eq!(
-        produce(&mut c, "idem", record_batch(&[b"d"], pid, epoch, 3)),
+        raw_produce(&mut c, "idem", record_batch(&[b"d"], pid, epoch, 3)),
         (0, 3)
     );
     // The retry of the first batch is acknowledged with its original offset...
-    assert_eq!(produce(&mut c, "idem", first.clone()), (0, 0));
+    assert_eq!(raw_produce(&mut c, "idem", first.clone()), (0, 0));
     // ...and a gap is refused.
     assert_eq!(
-        produce(&mut c, "idem", record_batch(&[b"x"], pid, epoch, 9)).0,
+        raw_produce(&mut c, "idem", record_batch(&[b"x"], pid, epoch, 9)).0,
         45,
         "OUT_OF_ORDER_SEQUENCE_NUMBER"
     );
@@ -92,12 +73,12 @@ fn idempotent_retries_are_acknowledged_once_and_gaps_refused_even_after_restart(
     let broker = BinaryBroker::start(dir.path());
     let mut c = RawClient::connect(&broker.addr);
     assert_eq!(
-        produce(&mut c, "idem", first),
+        raw_produce(&mut c, "idem", first),
         (0, 0),
         "duplicate still recognised after restart"
     );
     assert_eq!(
-        produce(&mut c, "idem", record_batch(&[b"e"], pid, epoch, 4)),
+        raw_produce(&mut c, "idem", record_batch(&[b"e"], pid, epoch, 4)),
         (0, 4),
         "sequence continues"
     );
@@ -112,11 +93,11 @@ fn idempotent_retries_are_acknowledged_once_and_gaps_refused_even_after_restart(
     let (same, bumped) = bump_epoch(&mut c, pid, epoch);
     assert_eq!((same, bumped), (pid, epoch + 1));
     assert_eq!(
-        produce(&mut c, "idem", record_batch(&[b"new"], pid, bumped, 0)),
+        raw_produce(&mut c, "idem", record_batch(&[b"new"], pid, bumped, 0)),
         (0, 5)
     );
     assert_eq!(
-        produce(&mut c, "idem", record_batch(&[b"old"], pid, epoch, 5)).0,
+        raw_produce(&mut c, "idem", record_batch(&[b"old"], pid, epoch, 5)).0,
         47,
         "INVALID_PRODUCER_EPOCH"
     );

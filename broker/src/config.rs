@@ -29,6 +29,9 @@ pub struct BrokerConfig {
     pub node_id: i32,
     /// sled page cache size in bytes.
     pub cache_bytes: u64,
+    /// Produce is refused (KAFKA_STORAGE_ERROR) while the data directory's filesystem has
+    /// less than this many bytes free (see [`crate::disk`]).
+    pub min_free_bytes: u64,
 }
 
 impl Default for BrokerConfig {
@@ -45,6 +48,7 @@ impl Default for BrokerConfig {
             idle_timeout: Duration::from_secs(600),
             node_id: 1,
             cache_bytes: 64 * 1024 * 1024,
+            min_free_bytes: 100 * 1024 * 1024,
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod api;
 pub mod batch;
 pub mod config;
 pub mod connection;
+pub mod disk;
 pub mod error;
 pub mod flush;
 pub mod frame;

@@ -131,6 +131,8 @@ pub struct State {
     pub metrics: Arc<BrokerMetrics>,
     /// Serialises producer id allocation.
     producer_ids: Mutex<()>,
+    /// Refuses produce while the data directory's disk is (nearly) full.
+    pub disk: crate::disk::DiskGuard,
 }
 
 impl State {
@@ -160,6 +162,7 @@ impl State {
         )?);
         groups.spawn_ticker(shutting_down.clone());
         Ok(Arc::new(State {
+            disk: crate::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_bytes),
             metrics,
             groups,
             producer_ids: Mutex::new(()),
@@ -355,6 +358,9 @@ impl State {
         use std::fmt::Write;
         self.metrics.render(out);
         let topics = self.topics();
+        if let Some(free) = self.disk.last_free() {
+            let _ = writeln!(out, "# HELP finstream_broker_disk_free_bytes Bytes free on the data directory's filesystem at the last produce.\n# TYPE finstream_broker_disk_free_bytes gauge\nfinstream_broker_disk_free_bytes {free}");
+        }
         let _ = writeln!(out, "# HELP finstream_broker_topics Topics.\n# TYPE finstream_broker_topics gauge\nfinstream_broker_topics {}", topics.len());
         let _ = writeln!(out, "# HELP finstream_broker_partitions Partitions.\n# TYPE finstream_broker_partitions gauge\nfinstream_broker_partitions {}",
             topics.iter().map(|t| t.partitions.len()).sum::<usize>());

@@ -103,16 +103,14 @@ impl BinaryBroker {
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> BinaryBroker {
         let mut cmd = Command::new(finstream_bin());
-        cmd.args([
-            "broker",
-            "--listen",
-            "127.0.0.1:0",
-            "--http",
-            "127.0.0.1:0",
-            "--data-dir",
-        ])
-        .arg(data_dir)
-        .args(extra);
+        cmd.arg("broker");
+        // Free ports unless the caller chose (a restart on the same address, say).
+        for (flag, default) in [("--listen", "127.0.0.1:0"), ("--http", "127.0.0.1:0")] {
+            if !extra.contains(&flag) {
+                cmd.args([flag, default]);
+            }
+        }
+        cmd.arg("--data-dir").arg(data_dir).args(extra);
         let (child, addrs) = spawn_reporting(&mut cmd, "broker");
         let mut found = wait_for_addresses(&addrs, &["listen", "http"]).into_iter();
         let (addr, http) = (
@@ -618,6 +616,25 @@ impl RawClient {
         assert_eq!(rh.correlation_id, self.correlation);
         Resp::decode(&mut buf, version).expect("decode response")
     }
+}
+
+/// Produces one batch to partition 0 with acks=-1; returns (error code, base offset).
+pub fn raw_produce(c: &mut RawClient, topic: &str, batch: bytes::Bytes) -> (i16, i64) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(kafka_protocol::protocol::StrBytes::from_string(
+                topic.into(),
+            )))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(batch))])]);
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &req);
+    let p = &r.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
 }
 
 /// An uncompressed RecordBatch v2 of `values`, from producer `pid`/`epoch` starting at

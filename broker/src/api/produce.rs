@@ -66,6 +66,14 @@ pub fn handle(state: &Arc<State>, req: ProduceRequest, version: i16) -> Reply {
                     continue;
                 }
             };
+            if let Err(why) = state.disk.check(records.len()) {
+                partitions.push(partition_error(
+                    index,
+                    ResponseError::KafkaStorageError,
+                    why,
+                ));
+                continue;
+            }
             let ok = |base: i64| {
                 PartitionProduceResponse::default()
                     .with_index(index)
