@@ -17,6 +17,8 @@ pub mod disk;
 pub mod error;
 pub mod flush;
 pub mod frame;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod group;
 pub(crate) mod ids;
 pub mod metrics;

@@ -12,6 +12,8 @@
 //! * [`generate`]: synthetic transactions for demos and benchmarks.
 
 pub mod clean;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod generate;
 pub mod pipeline;
 pub mod pyjson;

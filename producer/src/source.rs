@@ -79,6 +79,15 @@ pub fn open(path: &Path) -> Result<(Reader<BufReader<File>>, Columns), SourceErr
         path: p.clone(),
         source,
     })?;
+    from_reader(&p, BufReader::with_capacity(256 * 1024, file))
+}
+
+/// Like [`open`], for any byte source; `name` is used in error messages.
+pub fn from_reader<R: std::io::Read>(
+    name: &str,
+    input: R,
+) -> Result<(Reader<R>, Columns), SourceError> {
+    let p = name.to_string();
     // Records end at '\n' only; a '\r' before it is stripped by `strip_cr`. (With the csv
     // crate's default CRLF handling, a record after a CRLF line reports the previous line's
     // number, and "file:line" must be right.)
@@ -86,7 +95,7 @@ pub fn open(path: &Path) -> Result<(Reader<BufReader<File>>, Columns), SourceErr
         .flexible(true)
         .has_headers(true)
         .terminator(csv::Terminator::Any(b'\n'))
-        .from_reader(BufReader::with_capacity(256 * 1024, file));
+        .from_reader(input);
     let headers = reader.byte_headers().map_err(|e| SourceError::Csv {
         path: p.clone(),
         line: 1,
