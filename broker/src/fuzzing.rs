@@ -85,12 +85,9 @@ pub fn request(frame: Bytes) {
     };
     let _guard = h.runtime.enter();
     let peer = SocketAddr::from(([127, 0, 0, 1], 40000));
-    match api::dispatch(&h.state, &header, frame, peer) {
-        Ok(Reply::Ready(resp, version)) => {
-            // The response must encode (a panic here is a bug in a handler).
-            let _ = crate::connection::encode_response(header.correlation_id, key, version, &resp);
-        }
-        Ok(_) | Err(_) => {}
+    if let Ok(Reply::Ready(resp, version)) = api::dispatch(&h.state, &header, frame, peer) {
+        // The response must encode (a panic here is a bug in a handler).
+        let _ = crate::connection::encode_response(header.correlation_id, key, version, &resp);
     }
 }
 
