@@ -213,3 +213,103 @@ async fn idle_connections_are_closed() {
     assert_closed(&mut sock, "idle half frame").await;
     broker.shutdown().await.unwrap();
 }
+
+/// gzip of one record whose value is `n` zero bytes (a decompression bomb: ~1000:1).
+fn gzip_bomb(n: usize) -> Vec<u8> {
+    let script = r#"
+import sys, zlib
+n = int(sys.argv[1])
+def varint(v):
+    z, out = (v << 1) ^ (v >> 63), bytearray()
+    while True:
+        b, z = z & 0x7f, z >> 7
+        if z == 0:
+            out.append(b); return bytes(out)
+        out.append(b | 0x80)
+head = b"\0" + varint(0) + varint(0) + varint(-1) + varint(n)
+tail = varint(0)
+c = zlib.compressobj(9, zlib.DEFLATED, 31)
+out = [c.compress(varint(len(head) + n + len(tail)) + head)]
+chunk = bytes(1 << 20)
+for _ in range(n >> 20):
+    out.append(c.compress(chunk))
+out.append(c.compress(tail) + c.flush())
+sys.stdout.buffer.write(b"".join(out))
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script, &n.to_string()])
+        .output()
+        .expect("python3");
+    assert!(out.status.success());
+    out.stdout
+}
+
+fn vm_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn fetch(c: &mut RawClient, topic: &str, replica_id: i32) -> (i16, i64, Option<bytes::Bytes>) {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{ApiKey, BrokerId, FetchRequest, FetchResponse, TopicName};
+    let req = FetchRequest::default()
+        .with_replica_id(BrokerId(replica_id))
+        .with_max_wait_ms(0)
+        .with_max_bytes(16 << 20)
+        .with_topics(vec![FetchTopic::default()
+            .with_topic(TopicName(StrBytes::from_string(topic.into())))
+            .with_partitions(vec![FetchPartition::default()
+                .with_partition(0)
+                .with_fetch_offset(0)
+                .with_partition_max_bytes(16 << 20)])]);
+    let r: FetchResponse = c.call(ApiKey::Fetch, 11, &req);
+    let p = &r.responses[0].partitions[0];
+    (p.error_code, p.high_watermark, p.records.clone())
+}
+
+/// The broker never decompresses: a 512 MiB gzip bomb is stored and served at its
+/// compressed size, without the broker's memory moving. A Fetch claiming to come from a
+/// follower (`replica_id` >= 0) is served exactly like a consumer's: up to the high
+/// watermark, nothing more, no replica state.
+#[test]
+fn decompression_bombs_are_never_expanded_and_replica_ids_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BinaryBroker::start(dir.path());
+    let pid = broker.child.id();
+    let compressed = gzip_bomb(512 << 20);
+    assert!(compressed.len() < 1 << 20, "{} bytes", compressed.len());
+    let batch = finstream_broker::batch::batch_of_records(
+        &compressed,
+        1,
+        1, // gzip
+        (1_700_000_000_000, 1_700_000_000_000),
+        finstream_broker::batch::NO_PRODUCER,
+    );
+    let before = vm_rss_kib(pid);
+    let mut c = RawClient::connect(&broker.addr);
+    assert_eq!(raw_produce(&mut c, "bombs", batch.clone().into()), (0, 0));
+    let (code, hw, records) = fetch(&mut c, "bombs", -1);
+    assert_eq!((code, hw), (0, 1));
+    let records = records.expect("records");
+    assert_eq!(records.len(), batch.len(), "served at its compressed size");
+    assert!(
+        records[16..] == batch[16..],
+        "byte for byte, but the base offset and leader epoch"
+    );
+    let grown = vm_rss_kib(pid).saturating_sub(before);
+    assert!(grown < 64 * 1024, "broker RSS grew by {grown} KiB");
+
+    // Bogus replica ids: the same answer as a consumer gets.
+    for replica_id in [0, 1, 7, i32::MAX, -2] {
+        let (code, hw2, r) = fetch(&mut c, "bombs", replica_id);
+        assert_eq!(
+            (code, hw2, r.map(|r| r.len())),
+            (0, 1, Some(batch.len())),
+            "replica_id {replica_id}"
+        );
+    }
+}

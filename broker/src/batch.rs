@@ -194,7 +194,34 @@ pub fn validate(records: &[u8], max_bytes: usize) -> Result<BatchInfo, BatchErro
             info.record_count
         )));
     }
+    if info.codec == 0 {
+        check_record_lengths(&records[HEADER_LEN..], info.record_count)?;
+    }
     Ok(info)
+}
+
+/// An uncompressed batch holds exactly `count` length-prefixed records, each inside the
+/// bytes sent, and nothing after them (what a consumer will walk must be walkable).
+fn check_record_lengths(payload: &[u8], count: i32) -> Result<(), BatchError> {
+    let mut rest = payload;
+    for i in 0..count {
+        let len = read_varint(&mut rest)
+            .ok_or_else(|| BatchError::Corrupt(format!("record {i}: bad length varint")))?;
+        if len < MIN_RECORD_LEN as i64 - 1 || len as u64 > rest.len() as u64 {
+            return Err(BatchError::Corrupt(format!(
+                "record {i}: length {len} with {} bytes left",
+                rest.len()
+            )));
+        }
+        rest = &rest[len as usize..];
+    }
+    if !rest.is_empty() {
+        return Err(BatchError::Corrupt(format!(
+            "{} bytes after the last of {count} records",
+            rest.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Copies a validated batch into a buffer that storage can own, with `baseOffset`
@@ -292,21 +319,35 @@ pub fn uncompressed_batch(
         records.extend_from_slice(&r);
     }
     let n = values.len() as i32;
-    let mut b = BytesMut::new();
+    let max_timestamp = base_timestamp + (i64::from(n) - 1).max(0) * timestamp_step;
+    let timestamps = (base_timestamp, max_timestamp);
+    batch_of_records(&records, n, 0, timestamps, producer)
+}
+
+/// Wraps an already encoded records section (compressed with `codec` 1-4, or plain with
+/// 0) holding `count` records in a RecordBatch v2 header with a correct CRC.
+pub fn batch_of_records(
+    records: &[u8],
+    count: i32,
+    codec: i16,
+    (base_timestamp, max_timestamp): (i64, i64),
+    producer: (i64, i16, i32),
+) -> Vec<u8> {
+    let mut b = BytesMut::with_capacity(HEADER_LEN + records.len());
     b.put_i64(0);
     b.put_i32((HEADER_LEN - 12 + records.len()) as i32);
     b.put_i32(-1);
     b.put_i8(2);
     b.put_u32(0);
-    b.put_i16(0);
-    b.put_i32(n - 1);
+    b.put_i16(codec);
+    b.put_i32(count - 1);
     b.put_i64(base_timestamp);
-    b.put_i64(base_timestamp + (i64::from(n) - 1).max(0) * timestamp_step);
+    b.put_i64(max_timestamp);
     b.put_i64(producer.0);
     b.put_i16(producer.1);
     b.put_i32(producer.2);
-    b.put_i32(n);
-    b.put_slice(&records);
+    b.put_i32(count);
+    b.put_slice(records);
     let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);
     b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
     b.to_vec()
@@ -370,9 +411,31 @@ pub(crate) mod tests {
         // claim a million records, keep lastOffsetDelta consistent, fix the CRC
         b[57..61].copy_from_slice(&1_000_000i32.to_be_bytes());
         b[23..27].copy_from_slice(&999_999i32.to_be_bytes());
+        fix_crc(&mut b);
+        assert!(matches!(validate(&b, 1 << 20), Err(BatchError::Invalid(_))));
+    }
+
+    fn fix_crc(b: &mut [u8]) {
         let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);
         b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
-        assert!(matches!(validate(&b, 1 << 20), Err(BatchError::Invalid(_))));
+    }
+
+    #[test]
+    fn rejects_records_that_do_not_add_up_to_the_payload() {
+        // Three records of which the second claims to be longer than what follows.
+        let mut b = make_batch(&[b"aaaaaaaaaa", b"bbbbbbbbbb", b"cc"], 0, 0);
+        let second = HEADER_LEN + 1 + (b[HEADER_LEN] as usize >> 1);
+        b[second] = 60 << 1; // 60 bytes, more than the two records left
+        fix_crc(&mut b);
+        let e = validate(&b, 1 << 20).unwrap_err();
+        assert!(matches!(e, BatchError::Corrupt(_)), "{e}");
+        // Two honest records declared as one: bytes left over.
+        let mut b = make_batch(&[b"aaaaaaaaaa", b"bbbbbbbbbb"], 0, 0);
+        b[57..61].copy_from_slice(&1i32.to_be_bytes());
+        b[23..27].copy_from_slice(&0i32.to_be_bytes());
+        fix_crc(&mut b);
+        let e = validate(&b, 1 << 20).unwrap_err();
+        assert!(e.to_string().contains("after the last of 1 records"), "{e}");
     }
 
     #[test]
