@@ -187,6 +187,46 @@ async fn bad_rows_are_dead_lettered_with_the_reason_and_the_place() {
     broker.shutdown().await.unwrap();
 }
 
+/// A 100 MB line between rows with mixed line endings: the line is dead-lettered (cut to
+/// the row limit, its real size in a header), the rows around it keep their line numbers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_100_mb_line_among_mixed_line_endings() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("mixed.csv");
+    let mut data: Vec<u8> = Vec::with_capacity(101 << 20);
+    data.extend_from_slice(b"Description,Amount\r\n"); // 1, CRLF
+    data.extend_from_slice(b"Grocery 1,10\n"); // 2, LF
+    data.extend_from_slice(b"Pharmacy,20\r\n"); // 3, CRLF
+    data.extend_from_slice(b"\""); // 4: a quoted 100 MB description
+    data.resize(data.len() + (100 << 20), b'z');
+    data.extend_from_slice(b"\",30\n");
+    data.extend_from_slice(b"Fuel 7,40\r\n"); // 5
+    data.extend_from_slice(b"Books,50"); // 6, no final newline
+    std::fs::write(&csv, &data).unwrap();
+    drop(data);
+
+    let broker = start_broker(None).await;
+    let bs = broker.bootstrap_servers();
+    let cfg = ProduceConfig::new(&bs, "tx", &csv, reference_scaler());
+    let limit = cfg.max_row_bytes;
+    let s = produce(cfg).await.unwrap();
+    assert_eq!((s.rows_read, s.sent, s.dead_lettered), (5, 4, 1), "{s}");
+    let good = read_topic(&assigned_consumer(&bs, "tx", 1, &[]), 4).await;
+    let lines: Vec<&str> = good.iter().map(|g| header(g, "source_line")).collect();
+    assert_eq!(lines, ["2", "3", "5", "6"]);
+    assert!(std::str::from_utf8(&good[2].value)
+        .unwrap()
+        .starts_with(r#"{"description": "fuel 7""#));
+    let dlq = read_topic(&assigned_consumer(&bs, "tx.dlq", 1, &[]), 1).await;
+    assert_eq!(header(&dlq[0], "source_line"), "4");
+    let error = header(&dlq[0], "error");
+    assert!(error.contains("exceeds the limit"), "{error}");
+    let size: usize = header(&dlq[0], "original_size").parse().unwrap();
+    assert!(size > 100 << 20, "{size}");
+    assert_eq!(dlq[0].value.len(), limit);
+    broker.shutdown().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn header_only_sends_nothing_and_max_errors_aborts() {
     let dir = tempfile::tempdir().unwrap();

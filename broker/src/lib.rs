@@ -124,6 +124,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
             source,
         })?;
     let local_addr = listener.local_addr()?;
+    if let Some(warning) = exposure_warning(local_addr) {
+        tracing::warn!(listen = %local_addr, "{warning}");
+    }
     let advertised = advertised(&config, local_addr)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = State::recover(config, store, advertised, shutdown_rx.clone())?;
@@ -162,5 +165,28 @@ trait IntoArcStore {
 impl IntoArcStore for SledStore {
     fn into_arc(self) -> Arc<dyn Store> {
         Arc::new(self)
+    }
+}
+
+/// The broker has no authentication: say so loudly when it listens beyond this machine.
+pub fn exposure_warning(addr: std::net::SocketAddr) -> Option<String> {
+    (!addr.ip().is_loopback()).then(|| {
+        format!(
+            "listening on {addr} without authentication or TLS: anyone who can reach this address can read and write every topic; bind 127.0.0.1 unless the network is trusted"
+        )
+    })
+}
+
+#[cfg(test)]
+mod exposure_tests {
+    #[test]
+    fn only_non_loopback_addresses_are_warned_about() {
+        for quiet in ["127.0.0.1:9092", "[::1]:9092", "127.0.0.2:1"] {
+            assert_eq!(super::exposure_warning(quiet.parse().unwrap()), None, "{quiet}");
+        }
+        for loud in ["0.0.0.0:9092", "[::]:9092", "192.168.1.10:9092"] {
+            let w = super::exposure_warning(loud.parse().unwrap()).unwrap();
+            assert!(w.contains("without authentication"), "{loud}: {w}");
+        }
     }
 }
