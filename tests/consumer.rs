@@ -133,19 +133,34 @@ fn spawn_consume(broker: &str, topic: &str, url: &str, group: &str, extra: &[&st
 async fn kill_9_the_consumer_repeatedly_and_every_row_is_there_once() {
     let dir = tempfile::tempdir().unwrap();
     let csv = dir.path().join("tx.csv");
-    generate_csv(&csv, 100_000, 2);
+    // scripts/reliability.sh raises both for its long run.
+    let env = |k: &str, default: u64| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let (rows, kills) = (
+        env("FINSTREAM_KILL_ROWS", 100_000),
+        env("FINSTREAM_CONSUMER_KILLS", 5),
+    );
+    generate_csv(&csv, rows, 2);
     let db = TestDb::new("kill").await;
     let broker = BinaryBroker::start(&dir.path().join("broker"));
     produce_csv(&broker.addr, "tx", &csv).await;
     let client = db.client().await;
     let mut interrupted_mid_load = 0;
-    for delay_ms in [400u64, 700, 500, 900, 600] {
+    for delay_ms in [400u64, 700, 500, 900, 600]
+        .into_iter()
+        .cycle()
+        .take(kills as usize)
+    {
         let mut child = spawn_consume(&broker.addr, "tx", &db.url, "g", &["--batch-size", "500"]);
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
         let n = count(&client, "transactions").await;
-        if n > 0 && n < 100_000 {
+        if n > 0 && n < rows as i64 {
             interrupted_mid_load += 1;
         }
     }

@@ -280,3 +280,71 @@ fn full_disk_refuses_produce_keeps_serving_reads_and_recovers() {
     assert!(broker.terminate().success());
     drop(broker);
 }
+
+/// Hundreds of idle connections and a slowloris sender cost the broker little memory and
+/// do not stop a well-behaved producer (the throughput comparison is `finstream-bench load`,
+/// in docs/RELIABILITY.md: timings do not belong in tests).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_crowds_and_a_slowloris_do_not_stop_a_producer() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BinaryBroker::start(dir.path());
+    let pid = broker.child.id();
+    let rss = || {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+            .unwrap()
+    };
+    let before = rss();
+    // 500 idle sockets: under the 1024 open files a fresh machine allows a test process.
+    let idle: Vec<std::net::TcpStream> = (0..500)
+        .map(|_| std::net::TcpStream::connect(&broker.addr).unwrap())
+        .collect();
+    let mut slow = std::net::TcpStream::connect(&broker.addr).unwrap();
+    slow.write_all(&1000i32.to_be_bytes()).unwrap(); // then one byte at a time, forever
+    let stop = Arc::new(AtomicBool::new(false));
+    let slow_stop = stop.clone();
+    let slowloris = std::thread::spawn(move || {
+        while !slow_stop.load(Ordering::Relaxed) && slow.write_all(&[0]).is_ok() {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    });
+
+    let p = producer(
+        &broker.addr,
+        &[("acks", "all"), ("enable.idempotence", "true")],
+    );
+    let futures: Vec<_> = (0..10_000)
+        .map(|i| {
+            p.send_result(FutureRecord::to("busy").key("k").payload(&format!("v{i}")))
+                .expect("queue")
+        })
+        .collect();
+    for f in futures {
+        f.await.unwrap().expect("acknowledged beside the crowd");
+    }
+    let grown_kib = rss().saturating_sub(before);
+    assert!(grown_kib < 64 * 1024, "broker RSS grew by {grown_kib} KiB");
+    let (ok, out, err) = kcat(
+        &[
+            "-b",
+            &broker.addr,
+            "-C",
+            "-t",
+            "busy",
+            "-e",
+            "-q",
+            "-f",
+            "%o\n",
+        ],
+        b"",
+    );
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 10_000);
+    stop.store(true, Ordering::Relaxed);
+    slowloris.join().unwrap();
+    drop(idle);
+}

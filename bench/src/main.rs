@@ -8,6 +8,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
+
+mod load;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::DeliveryResult;
@@ -37,6 +39,26 @@ enum Cmd {
         acks: String,
         #[arg(long)]
         idempotent: bool,
+    },
+    /// A well-behaved producer alone, then beside idle connections, a slowloris sender and
+    /// other producers (docs/RELIABILITY.md).
+    Load {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long, default_value = "load")]
+        topic: String,
+        #[arg(long, default_value_t = 1000)]
+        idle: usize,
+        #[arg(long, default_value_t = 50)]
+        producers: usize,
+        /// Messages per second of each of the other producers.
+        #[arg(long, default_value_t = 200)]
+        rate: u64,
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// The broker's pid, to report its RSS.
+        #[arg(long)]
+        broker_pid: Option<u32>,
     },
     /// Create a topic (some brokers, like Tansu, do not auto-create).
     CreateTopic {
@@ -305,6 +327,20 @@ async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
+        Cmd::Load {
+            bootstrap,
+            topic,
+            idle,
+            producers,
+            rate,
+            seconds,
+            broker_pid,
+        } => {
+            println!(
+                "{}",
+                load::run(&bootstrap, &topic, idle, producers, rate, seconds, broker_pid)?
+            );
+        }
         Cmd::CreateTopic {
             bootstrap,
             topic,

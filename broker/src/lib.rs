@@ -182,7 +182,11 @@ mod exposure_tests {
     #[test]
     fn only_non_loopback_addresses_are_warned_about() {
         for quiet in ["127.0.0.1:9092", "[::1]:9092", "127.0.0.2:1"] {
-            assert_eq!(super::exposure_warning(quiet.parse().unwrap()), None, "{quiet}");
+            assert_eq!(
+                super::exposure_warning(quiet.parse().unwrap()),
+                None,
+                "{quiet}"
+            );
         }
         for loud in ["0.0.0.0:9092", "[::]:9092", "192.168.1.10:9092"] {
             let w = super::exposure_warning(loud.parse().unwrap()).unwrap();
