@@ -47,11 +47,51 @@ pub struct BrokerArgs {
     /// filesystem has less than this many bytes free; reads go on.
     #[arg(long, env = "FINSTREAM_MIN_FREE_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub min_free_bytes: u64,
+    /// TLS certificate chain (PEM); with --tls-key, the listener speaks TLS only.
+    #[arg(
+        long,
+        env = "FINSTREAM_TLS_CERT",
+        requires = "tls_key",
+        value_name = "PEM"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(
+        long,
+        env = "FINSTREAM_TLS_KEY",
+        requires = "tls_cert",
+        value_name = "PEM"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Require SASL (PLAIN or SCRAM-SHA-256) from every client; FILE has `user:password`
+    /// lines. Use with TLS: PLAIN sends the password in clear.
+    #[arg(long, env = "FINSTREAM_SASL_USERS", value_name = "FILE")]
+    pub sasl_users: Option<PathBuf>,
 }
 
 impl BrokerArgs {
-    pub fn to_config(&self) -> BrokerConfig {
-        BrokerConfig {
+    pub fn to_config(&self) -> anyhow::Result<BrokerConfig> {
+        let sasl = match &self.sasl_users {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("cannot read SASL users file {}", path.display()))?;
+                let users = finstream_broker::sasl::Users::parse_file(&text)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                anyhow::ensure!(!users.is_empty(), "{}: no users", path.display());
+                finstream_broker::sasl::Users::new(&users)
+            }
+            None => finstream_broker::sasl::Users::default(),
+        };
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(finstream_broker::config::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        };
+        Ok(BrokerConfig {
+            sasl,
+            tls,
             listen: self.listen.clone(),
             data_dir: Some(self.data_dir.clone()),
             advertised_listener: self.advertised_listener.clone(),
@@ -64,14 +104,14 @@ impl BrokerArgs {
             cache_bytes: self.cache_mb * 1024 * 1024,
             min_free_bytes: self.min_free_bytes,
             ..BrokerConfig::default()
-        }
+        })
     }
 }
 
 pub async fn run(args: BrokerArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
-    let broker = finstream_broker::start(args.to_config())
+    let broker = finstream_broker::start(args.to_config()?)
         .await
         .context("cannot start the broker")?;
     let observed = crate::http::Observed {

@@ -32,6 +32,19 @@ pub struct BrokerConfig {
     /// Produce is refused (KAFKA_STORAGE_ERROR) while the data directory's filesystem has
     /// less than this many bytes free (see [`crate::disk`]).
     pub min_free_bytes: u64,
+    /// SASL users (PLAIN and SCRAM-SHA-256); none = no authentication.
+    pub sasl: crate::sasl::Users,
+    /// TLS certificate chain and private key (PEM files); `None` = plaintext.
+    pub tls: Option<TlsFiles>,
+}
+
+/// Where the listener's TLS certificate and key are.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
 }
 
 impl Default for BrokerConfig {
@@ -49,6 +62,8 @@ impl Default for BrokerConfig {
             node_id: 1,
             cache_bytes: 64 * 1024 * 1024,
             min_free_bytes: 100 * 1024 * 1024,
+            sasl: crate::sasl::Users::default(),
+            tls: None,
         }
     }
 }

@@ -7,17 +7,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{ApiKey, RequestHeader, ResponseHeader, ResponseKind};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
-use tokio::io::{AsyncWriteExt, BufWriter};
-use tokio::net::tcp::OwnedWriteHalf;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::api::{self, Reply};
 use crate::error::ConnectionError;
 use crate::frame::{self, MIN_REQUEST_LEN};
 use crate::metrics::BrokerMetrics;
+use crate::sasl::Session;
 use crate::state::State;
 
 /// Responses computed or in progress, waiting for their turn on the socket.
@@ -67,19 +66,26 @@ pub fn encode_response(
     Ok(buf.freeze())
 }
 
-/// Serves one connection until EOF, an error or shutdown. Errors close only this
-/// connection and are logged with the peer address.
-pub async fn serve(
+/// Serves one connection (plain TCP or TLS) until EOF, an error or shutdown. Errors close
+/// only this connection and are logged with the peer address. When the broker has SASL
+/// users, nothing but ApiVersions and the SASL exchange is served before authentication.
+pub async fn serve<S>(
     state: Arc<State>,
-    socket: TcpStream,
+    socket: S,
     peer: SocketAddr,
     mut shutdown: broadcast::Receiver<()>,
-) {
-    let _ = socket.set_nodelay(true);
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
     let metrics = state.metrics.clone();
     metrics.connections.fetch_add(1, Ordering::Relaxed);
     metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-    let (mut reader, writer) = socket.into_split();
+    let mut sasl = state
+        .config
+        .sasl
+        .enabled()
+        .then(|| Session::new(state.config.sasl.clone()));
+    let (mut reader, writer) = tokio::io::split(socket);
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(write_loop(writer, rx, peer, metrics.clone()));
     let idle = state.config.idle_timeout;
@@ -123,7 +129,22 @@ pub async fn serve(
                 break;
             }
         };
-        let reply = match api::dispatch(&state, &header, frame, peer) {
+        let authenticated = sasl.as_ref().is_none_or(|s| s.user().is_some());
+        let mut close_after = false;
+        let reply = if matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
+            match sasl_step(&header, api_key, frame, sasl.as_mut(), peer) {
+                Ok((reply, close)) => {
+                    close_after = close;
+                    Ok(reply)
+                }
+                Err(e) => Err(e),
+            }
+        } else if !authenticated && api_key != ApiKey::ApiVersions {
+            Err(ConnectionError::Unauthenticated(api_key))
+        } else {
+            api::dispatch(&state, &header, frame, peer)
+        };
+        let reply = match reply {
             Ok(r) => r,
             Err(e) => {
                 metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
@@ -144,14 +165,61 @@ pub async fn serve(
         if tx.send(pending).await.is_err() {
             break; // writer failed; it logged why
         }
+        if close_after {
+            metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
+            break; // failed authentication: the answer goes out, then the connection closes
+        }
     }
     drop(tx);
     let _ = writer.await;
     metrics.connections.fetch_sub(1, Ordering::Relaxed);
 }
 
-async fn write_loop(
-    writer: OwnedWriteHalf,
+/// A SaslHandshake or SaslAuthenticate request: (reply, close the connection after it).
+fn sasl_step(
+    header: &RequestHeader,
+    key: ApiKey,
+    mut body: Bytes,
+    session: Option<&mut Session>,
+    peer: SocketAddr,
+) -> Result<(Reply, bool), ConnectionError> {
+    let version = header.request_api_version;
+    let in_range = api::supported(key).is_some_and(|(lo, hi)| (lo..=hi).contains(&version));
+    if !in_range {
+        return Err(ConnectionError::UnsupportedApi {
+            api_key: header.request_api_key,
+            api_version: version,
+        });
+    }
+    let ready = |r: ResponseKind| Reply::Ready(Box::new(r), version);
+    match api::decode(header, key, &mut body)? {
+        RequestKind::SaslHandshake(req) => {
+            Ok((ready(api::sasl::handshake(session, req).into()), false))
+        }
+        RequestKind::SaslAuthenticate(req) => {
+            let (resp, outcome) = api::sasl::authenticate(session, req);
+            let close = match outcome {
+                Ok(Some(user)) => {
+                    tracing::info!(%peer, %user, "authenticated");
+                    false
+                }
+                Ok(None) => false,
+                Err(why) => {
+                    tracing::warn!(%peer, "closing connection: {why}");
+                    true
+                }
+            };
+            Ok((ready(resp.into()), close))
+        }
+        _ => Err(ConnectionError::UnsupportedApi {
+            api_key: header.request_api_key,
+            api_version: version,
+        }),
+    }
+}
+
+async fn write_loop<W: AsyncWrite + Unpin>(
+    writer: W,
     mut rx: mpsc::Receiver<Pending>,
     peer: SocketAddr,
     metrics: Arc<BrokerMetrics>,

@@ -55,6 +55,9 @@ pub enum BrokerError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectionError {
+    /// A request other than ApiVersions or the SASL exchange before authentication.
+    #[error("{0:?} request before SASL authentication")]
+    Unauthenticated(kafka_protocol::messages::ApiKey),
     /// Socket-level failure.
     #[error("I/O: {0}")]
     Io(#[from] io::Error),

@@ -23,9 +23,11 @@ pub mod group;
 pub(crate) mod ids;
 pub mod metrics;
 pub mod producer_state;
+pub mod sasl;
 pub mod server;
 pub mod state;
 pub mod storage;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -117,6 +119,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
         }
         None => Arc::new(MemoryStore::new(ids::new_cluster_id())),
     };
+    let tls = config.tls.as_ref().map(tls::acceptor).transpose()?;
     let listener = TcpListener::bind(&config.listen)
         .await
         .map_err(|source| BrokerError::Bind {
@@ -124,7 +127,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
             source,
         })?;
     let local_addr = listener.local_addr()?;
-    if let Some(warning) = exposure_warning(local_addr) {
+    if let Some(warning) = exposure_warning(local_addr).filter(|_| !config.sasl.enabled()) {
         tracing::warn!(listen = %local_addr, "{warning}");
     }
     let advertised = advertised(&config, local_addr)?;
@@ -139,7 +142,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
     let task_state = state.clone();
     let task = tokio::spawn(async move {
         let mut rx = shutdown_rx;
-        server::run(listener, task_state.clone(), async move {
+        server::run(listener, task_state.clone(), tls, async move {
             let _ = rx.wait_for(|stop| *stop).await;
         })
         .await;

@@ -7,17 +7,29 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{broadcast, mpsc, Semaphore};
 
+use std::sync::atomic::Ordering;
+
+use tokio_rustls::TlsAcceptor;
+
 use crate::connection;
+
+/// A client must finish its TLS handshake within this long.
+const TLS_HANDSHAKE: Duration = Duration::from_secs(10);
 use crate::state::State;
 
 /// Accepts connections until `shutdown` resolves, then stops accepting, tells every
 /// connection to finish its in-flight requests, and waits until all have.
-pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl std::future::Future) {
+pub async fn run(
+    listener: TcpListener,
+    state: Arc<State>,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl std::future::Future,
+) {
     let (notify_shutdown, _) = broadcast::channel::<()>(1);
     let (done_tx, mut done_rx) = mpsc::channel::<()>(1);
     let limit = Arc::new(Semaphore::new(state.config.max_connections.max(1)));
     tokio::select! {
-        _ = accept_loop(&listener, &state, &limit, &notify_shutdown, &done_tx) => {}
+        _ = accept_loop(&listener, &state, tls.as_ref(), &limit, &notify_shutdown, &done_tx) => {}
         _ = shutdown => tracing::info!("shutting down: no new connections, draining in-flight requests"),
     }
     drop(listener);
@@ -29,6 +41,7 @@ pub async fn run(listener: TcpListener, state: Arc<State>, shutdown: impl std::f
 async fn accept_loop(
     listener: &TcpListener,
     state: &Arc<State>,
+    tls: Option<&TlsAcceptor>,
     limit: &Arc<Semaphore>,
     notify_shutdown: &broadcast::Sender<()>,
     done_tx: &mpsc::Sender<()>,
@@ -53,8 +66,31 @@ async fn accept_loop(
         let state = state.clone();
         let shutdown = notify_shutdown.subscribe();
         let done = done_tx.clone();
+        let _ = socket.set_nodelay(true);
+        let tls = tls.cloned();
         tokio::spawn(async move {
-            connection::serve(state, socket, peer, shutdown).await;
+            match tls {
+                None => connection::serve(state, socket, peer, shutdown).await,
+                Some(acceptor) => {
+                    match tokio::time::timeout(TLS_HANDSHAKE, acceptor.accept(socket)).await {
+                        Ok(Ok(stream)) => connection::serve(state, stream, peer, shutdown).await,
+                        Ok(Err(e)) => {
+                            state
+                                .metrics
+                                .connections_rejected
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(%peer, "closing connection: TLS handshake failed: {e}");
+                        }
+                        Err(_) => {
+                            state
+                                .metrics
+                                .connections_rejected
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::warn!(%peer, "closing connection: no TLS handshake within {TLS_HANDSHAKE:?}");
+                        }
+                    }
+                }
+            }
             drop(permit);
             drop(done);
         });

@@ -246,6 +246,9 @@ pub async fn consume_n(consumer: &StreamConsumer, n: usize, timeout: Duration) -
 pub fn kcat(args: &[&str], stdin: &[u8]) -> (bool, String, String) {
     use std::io::Write;
     let mut child = Command::new("kcat")
+        // cargo points LD_LIBRARY_PATH at build outputs, which include the rdkafka crate's
+        // own librdkafka.so (built without OpenSSL); kcat must use the system's.
+        .env_remove("LD_LIBRARY_PATH")
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

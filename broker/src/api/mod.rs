@@ -20,6 +20,7 @@ mod metadata;
 mod offset_commit;
 mod offset_fetch;
 mod produce;
+pub mod sasl;
 mod sync_group;
 
 use std::future::Future;
@@ -55,6 +56,10 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
+    // v0 is listed because librdkafka requires it to enable SASL; clients then use v1
+    // with SaslAuthenticate (raw v0 tokens after the handshake are not supported).
+    (ApiKey::SaslHandshake, 0, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
 ];
 
 /// The version range we implement for `key`, if any.
@@ -104,12 +109,7 @@ pub fn dispatch(
     if !(lo..=hi).contains(&version) {
         return Err(unsupported());
     }
-    let request =
-        RequestKind::decode(key, &mut body, version).map_err(|e| ConnectionError::Malformed {
-            api_key: header.request_api_key,
-            api_version: version,
-            detail: e.to_string(),
-        })?;
+    let request = decode(header, key, &mut body)?;
     let ready = |r: ResponseKind| Ok(Reply::Ready(Box::new(r), version));
     let client_id = header.client_id.as_deref().unwrap_or("").to_string();
     match request {
@@ -150,6 +150,21 @@ pub fn dispatch(
     }
 }
 
+/// Decodes the body of a request whose version was checked against [`SUPPORTED`].
+pub fn decode(
+    header: &RequestHeader,
+    key: ApiKey,
+    body: &mut Bytes,
+) -> Result<RequestKind, ConnectionError> {
+    RequestKind::decode(key, body, header.request_api_version).map_err(|e| {
+        ConnectionError::Malformed {
+            api_key: header.request_api_key,
+            api_version: header.request_api_version,
+            detail: e.to_string(),
+        }
+    })
+}
+
 /// Waits for a parked group request's answer; `None` if the broker shuts down first.
 async fn wait_answer(
     state: &State,
@@ -162,7 +177,7 @@ async fn wait_answer(
     }
 }
 
-fn str_bytes(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
+pub(crate) fn str_bytes(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(s.into())
 }
 
