@@ -5,7 +5,7 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-RUN apt-get update && apt-get install -y --no-install-recommends cmake && rm -rf /var/lib/apt/lists/*
+RUN apt-get update && apt-get install -y --no-install-recommends cmake libssl-dev && rm -rf /var/lib/apt/lists/*
 # Dependency layer: build with the manifests and empty sources first, so code changes do
 # not rebuild librdkafka and the rest of the dependency tree.
 COPY Cargo.toml Cargo.lock ./
@@ -26,7 +26,7 @@ RUN touch src/main.rs broker/src/lib.rs producer/src/lib.rs consumer/src/lib.rs 
  && strip target/release/finstream
 
 FROM debian:bookworm-slim
-RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates libssl3 \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --create-home finstream
 COPY --from=build /src/target/release/finstream /usr/local/bin/finstream

@@ -214,3 +214,77 @@ fn scram_sha_256_over_tls_with_kcat() {
     let (ok, _, err) = run(args(&["-b", b, "-L", "-m", "5"], "wrong"), b"");
     assert!(!ok, "a wrong SCRAM password must fail: {err}");
 }
+
+/// The production path, against the embedded broker: `finstream produce` and `consume` with
+/// the SASL_SSL / SCRAM-SHA-256 settings docs/production.md gives for a real cluster.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn finstream_produce_and_consume_over_sasl_ssl() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = certificate(dir.path());
+    let users = users_file(dir.path());
+    let broker = BinaryBroker::start_with(
+        &dir.path().join("data"),
+        &[
+            "--tls-cert",
+            s(&cert),
+            "--tls-key",
+            s(&key),
+            "--sasl-users",
+            s(&users),
+        ],
+    );
+    let props = dir.path().join("client.properties");
+    std::fs::write(
+        &props,
+        format!(
+            "security.protocol=SASL_SSL\nsasl.mechanisms=SCRAM-SHA-256\nsasl.username=bob\nsasl.password=hunter2\nssl.ca.location={}\n",
+            s(&cert)
+        ),
+    )
+    .unwrap();
+    let csv = dir.path().join("tx.csv");
+    std::fs::write(&csv, "Description,Amount\nCoffee 2,3.5\nRent,900\n").unwrap();
+    let common = [
+        "--bootstrap-servers",
+        broker.addr.as_str(),
+        "--topic",
+        "secure-tx",
+        "--client-config",
+        s(&props),
+    ];
+    let out = output_with_timeout(
+        Command::new(finstream_bin())
+            .arg("produce")
+            .args(common)
+            .args(["--scaler", "data/scaler.json", "--csv", s(&csv)]),
+        Duration::from_secs(60),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("sent 2,"), "{stdout}");
+    let db = TestDb::new("sasl_ssl").await;
+    let out = output_with_timeout(
+        Command::new(finstream_bin())
+            .arg("consume")
+            .args(common)
+            .args(["--database-url", &db.url, "--stop-at-end"]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let n: i64 = db
+        .client()
+        .await
+        .query_one("SELECT count(*) FROM transactions", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(n, 2);
+}
