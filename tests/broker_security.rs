@@ -40,6 +40,21 @@ fn users_file(dir: &Path) -> PathBuf {
     path
 }
 
+/// A broker with TLS and the users of [`users_file`]; returns it and its certificate.
+fn tls_and_sasl_broker(dir: &Path) -> (BinaryBroker, PathBuf) {
+    let (cert, key) = certificate(dir);
+    let users = users_file(dir);
+    let args = [
+        "--tls-cert",
+        s(&cert),
+        "--tls-key",
+        s(&key),
+        "--sasl-users",
+        s(&users),
+    ];
+    (BinaryBroker::start_with(&dir.join("data"), &args), cert)
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -161,19 +176,7 @@ async fn sasl_plain_with_librdkafka_and_no_requests_before_authentication() {
 #[test]
 fn scram_sha_256_over_tls_with_kcat() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate(dir.path());
-    let users = users_file(dir.path());
-    let broker = BinaryBroker::start_with(
-        &dir.path().join("data"),
-        &[
-            "--tls-cert",
-            s(&cert),
-            "--tls-key",
-            s(&key),
-            "--sasl-users",
-            s(&users),
-        ],
-    );
+    let (broker, cert) = tls_and_sasl_broker(dir.path());
     let b = broker.addr.as_str();
     let ca = format!("ssl.ca.location={}", s(&cert));
     let scram = |password: &str| -> Vec<String> {
@@ -220,19 +223,7 @@ fn scram_sha_256_over_tls_with_kcat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn finstream_produce_and_consume_over_sasl_ssl() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = certificate(dir.path());
-    let users = users_file(dir.path());
-    let broker = BinaryBroker::start_with(
-        &dir.path().join("data"),
-        &[
-            "--tls-cert",
-            s(&cert),
-            "--tls-key",
-            s(&key),
-            "--sasl-users",
-            s(&users),
-        ],
-    );
+    let (broker, cert) = tls_and_sasl_broker(dir.path());
     let props = dir.path().join("client.properties");
     std::fs::write(
         &props,
@@ -279,12 +270,5 @@ async fn finstream_produce_and_consume_over_sasl_ssl() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let n: i64 = db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM transactions", &[])
-        .await
-        .unwrap()
-        .get(0);
-    assert_eq!(n, 2);
+    assert_eq!(count_rows(&db.client().await, "transactions").await, 2);
 }

@@ -34,14 +34,6 @@ async fn consume(cfg: ConsumeConfig) -> finstream_consumer::Summary {
     .expect("consumer ok")
 }
 
-async fn count(client: &tokio_postgres::Client, table: &str) -> i64 {
-    client
-        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
-        .await
-        .unwrap()
-        .get(0)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_thousand_rows_arrive_exactly_once_with_the_right_values() {
     let dir = tempfile::tempdir().unwrap();
@@ -62,7 +54,7 @@ async fn hundred_thousand_rows_arrive_exactly_once_with_the_right_values() {
     // Running again loads nothing twice.
     let again = consume(consume_cfg(&bs, "tx", &db.url)).await;
     assert_eq!(again.rows_loaded, 0);
-    assert_eq!(count(&client, "transactions").await, 100_000);
+    assert_eq!(count_rows(&client, "transactions").await, 100_000);
     let (offset,): (i64,) = {
         let r = client
             .query_one(
@@ -159,7 +151,7 @@ async fn kill_9_the_consumer_repeatedly_and_every_row_is_there_once() {
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
-        let n = count(&client, "transactions").await;
+        let n = count_rows(&client, "transactions").await;
         if n > 0 && n < rows as i64 {
             interrupted_mid_load += 1;
         }
@@ -378,7 +370,7 @@ async fn two_consumer_processes_share_the_partitions_and_the_total_is_exact() {
     produce_csv(&broker.addr, "tx4", &csv).await;
     let client = db.client().await;
     let deadline = Instant::now() + Duration::from_secs(120);
-    while count(&client, "transactions").await < 100_000 {
+    while count_rows(&client, "transactions").await < 100_000 {
         assert!(Instant::now() < deadline, "load did not finish");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -527,7 +519,7 @@ fn all_in_one_serve_keeps_loading_until_ctrl_c() {
     assert!(ok, "{err}");
     let client = rt.block_on(db.client());
     let deadline = Instant::now() + Duration::from_secs(60);
-    while rt.block_on(count(&client, "transactions")) < 102 {
+    while rt.block_on(count_rows(&client, "transactions")) < 102 {
         assert!(Instant::now() < deadline, "late rows never loaded");
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -537,7 +529,7 @@ fn all_in_one_serve_keeps_loading_until_ctrl_c() {
         .unwrap();
     let status = child.wait().unwrap();
     assert!(status.success(), "Ctrl-C ends --serve cleanly: {status}");
-    assert_eq!(rt.block_on(count(&client, "transactions")), 102);
+    assert_eq!(rt.block_on(count_rows(&client, "transactions")), 102);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

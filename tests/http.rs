@@ -182,15 +182,9 @@ async fn consumer_readiness_lag_and_config_file() {
     );
     let (_, page) = get(&http, "/");
     assert!(page.contains("id=\"consumer-lag\""), "{page}");
-    let rows: i64 = db
-        .client()
-        .await
-        .query_one("SELECT count(*) FROM transactions", &[])
-        .await
-        .unwrap()
-        .get(0);
     assert_eq!(
-        rows, 2,
+        count_rows(&db.client().await, "transactions").await,
+        2,
         "the consumer loaded into DATABASE_URL, not the file's URL"
     );
     let _ = consumer.kill();

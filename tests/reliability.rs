@@ -52,6 +52,18 @@ async fn keep_producing(bootstrap: String, stop: Arc<AtomicBool>) -> (Vec<usize>
     (acked, sent)
 }
 
+/// Tells [`keep_producing`] to stop and waits for its last deliveries.
+async fn stop_producing(
+    stop: &AtomicBool,
+    producing: tokio::task::JoinHandle<(Vec<usize>, usize)>,
+) -> (Vec<usize>, usize) {
+    stop.store(true, Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(120), producing)
+        .await
+        .expect("producer finishes")
+        .expect("producer task")
+}
+
 /// The whole topic, as (offset, value) in offset order.
 async fn read_all(bootstrap: &str) -> Vec<(i64, String)> {
     let consumer = assigned_consumer(bootstrap, TOPIC, 1, &[]);
@@ -150,11 +162,7 @@ async fn broker_kill_9_loop_under_idempotent_producer_loses_and_duplicates_nothi
     }
     // Let the producer get through its retries, then stop it.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (acked, sent) = tokio::time::timeout(Duration::from_secs(120), producing)
-        .await
-        .expect("producer finishes")
-        .expect("producer task");
+    let (acked, sent) = stop_producing(&stop, producing).await;
     assert!(
         acked.len() > 1000,
         "the load was real: {} acknowledged",
@@ -191,11 +199,7 @@ async fn graceful_shutdown_under_load_loses_nothing_and_exits_0() {
     // The producer keeps retrying while the broker is away; bring it back.
     let broker = BinaryBroker::start_with(dir.path(), &["--listen", &addr]);
     tokio::time::sleep(Duration::from_millis(500)).await;
-    stop.store(true, Ordering::Relaxed);
-    let (acked, sent) = tokio::time::timeout(Duration::from_secs(120), producing)
-        .await
-        .expect("producer finishes")
-        .expect("producer task");
+    let (acked, sent) = stop_producing(&stop, producing).await;
     let log = read_all(&broker.addr).await;
     check_log(&log, &acked, sent);
     assert!(!acked.is_empty());

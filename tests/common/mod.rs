@@ -365,6 +365,15 @@ impl Drop for TestDb {
     }
 }
 
+/// `SELECT count(*)` of a table.
+pub async fn count_rows(client: &tokio_postgres::Client, table: &str) -> i64 {
+    client
+        .query_one(&format!("SELECT count(*) FROM {table}"), &[])
+        .await
+        .unwrap()
+        .get(0)
+}
+
 pub async fn pg_connect(url: &str) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
