@@ -17,6 +17,12 @@ pub enum StorageError {
         /// What was wrong with it.
         detail: String,
     },
+    /// Another process holds the data directory.
+    #[error("storage: data directory {dir} is in use by another broker process")]
+    Locked {
+        /// The data directory.
+        dir: String,
+    },
     /// The topic or partition is not (or no longer) stored.
     #[error("storage: unknown topic-partition {topic}/{partition}")]
     UnknownPartition {
@@ -43,7 +49,7 @@ pub enum BrokerError {
     #[error("broker I/O: {0}")]
     Io(#[from] io::Error),
     /// The data directory could not be opened or recovered.
-    #[error("data directory: {0}")]
+    #[error("cannot open the data directory")]
     Storage(#[from] StorageError),
     /// A configuration value is invalid.
     #[error("invalid configuration: {0}")]

@@ -250,13 +250,30 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`, recovering topics and the cluster id and
     /// dropping logs of topics whose deletion was interrupted.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
-        let db = sled::Config::new()
+        let config = sled::Config::new()
             .path(dir)
             .segment_size(SEGMENT_SIZE)
             .cache_capacity(cache_bytes)
             .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None)
-            .open()?;
+            .flush_every_ms(None);
+        // sled's file lock outlives a dropped Db for a moment (its I/O threads finish
+        // first), so a store reopened in the same process may find it still held: wait a
+        // little, then say plainly that another broker has the directory.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let db = loop {
+            match config.open() {
+                Ok(db) => break db,
+                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
+                    if std::time::Instant::now() >= deadline {
+                        return Err(StorageError::Locked {
+                            dir: dir.display().to_string(),
+                        });
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
         let meta = db.open_tree(META_TREE)?;
         let cluster_id = match meta.get(CLUSTER_ID_KEY)? {
             Some(v) => String::from_utf8(v.to_vec()).map_err(|_| StorageError::Corrupt {
