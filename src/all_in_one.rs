@@ -49,6 +49,9 @@ pub struct AllInOneArgs {
     /// Consumer batch size.
     #[arg(long, default_value_t = 5000)]
     pub batch_size: usize,
+    /// Wait for every batch's COMMIT to reach the disk (see `consume --synchronous-commit`).
+    #[arg(long, env = "FINSTREAM_SYNCHRONOUS_COMMIT")]
+    pub synchronous_commit: bool,
     /// Metrics, health and status page on this HTTP address ("off" to disable).
     #[arg(long, env = "FINSTREAM_HTTP", default_value = "127.0.0.1:9644")]
     pub http: String,
@@ -128,6 +131,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     let mut ccfg = ConsumeConfig::new(&bootstrap, &args.topic, &args.group, pg);
     ccfg.table = args.table.clone();
     ccfg.batch_size = args.batch_size.max(1);
+    ccfg.synchronous_commit = args.synchronous_commit;
     let pcfg = ProduceConfig::new(&bootstrap, &args.topic, &args.csv, scaler);
     let observed = crate::http::Observed {
         broker: Some(broker.state().clone()),

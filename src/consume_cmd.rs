@@ -32,6 +32,12 @@ pub struct ConsumeArgs {
     /// Exit once everything up to the high watermarks seen at start is loaded.
     #[arg(long)]
     pub stop_at_end: bool,
+    /// Wait for every batch's COMMIT to reach PostgreSQL's disk. Without it (the default)
+    /// rows and offsets still commit together, a PostgreSQL crash can only lose whole recent
+    /// batches with their offsets, which are then loaded again, and one durable commit is
+    /// made before exiting.
+    #[arg(long, env = "FINSTREAM_SYNCHRONOUS_COMMIT")]
+    pub synchronous_commit: bool,
     /// Metrics, health and status page on this HTTP address ("off" to disable).
     #[arg(long, env = "FINSTREAM_HTTP", default_value = "off")]
     pub http: String,
@@ -52,6 +58,7 @@ impl ConsumeArgs {
         cfg.batch_timeout = Duration::from_millis(self.batch_timeout_ms);
         cfg.kafka_properties = self.kafka.properties()?;
         cfg.stop_at_end = self.stop_at_end;
+        cfg.synchronous_commit = self.synchronous_commit;
         Ok(cfg)
     }
 }

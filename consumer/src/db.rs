@@ -314,6 +314,30 @@ impl Sink {
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
+    /// Makes every earlier commit of this connection durable: a transaction with
+    /// `synchronous_commit = on` that writes (it touches this group's offset rows) waits for
+    /// the WAL up to itself, i.e. for all asynchronous commits before it.
+    pub async fn make_durable(
+        &self,
+        client: &mut Client,
+        group: &str,
+        topic: &str,
+    ) -> Result<(), DbError> {
+        let tx = client.transaction().await?;
+        tx.batch_execute("SET LOCAL synchronous_commit = on")
+            .await?;
+        tx.execute(
+            &format!(
+                "UPDATE {} SET updated_at = now() WHERE group_id = $1 AND topic = $2",
+                self.offsets
+            ),
+            &[&group, &topic],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Writes one batch in one transaction: rows by binary COPY, dead letters, and the
     /// compare-and-set of every partition's offset. Nothing is written on conflict.
     pub async fn write(

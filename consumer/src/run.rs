@@ -55,6 +55,11 @@ pub struct ConsumeConfig {
     pub max_backoff: Duration,
     /// Live counters, shared with metrics endpoints.
     pub stats: Arc<Stats>,
+    /// Wait for each batch's COMMIT to reach PostgreSQL's disk (`synchronous_commit = on`).
+    /// Off by default: rows and offsets still commit atomically, so a PostgreSQL crash can
+    /// only lose whole recent batches *and their offsets* together, and they are loaded again
+    /// from Kafka; a durable commit is made before the consumer exits.
+    pub synchronous_commit: bool,
 }
 
 impl ConsumeConfig {
@@ -77,6 +82,7 @@ impl ConsumeConfig {
             stop_at_end: false,
             max_backoff: Duration::from_secs(5),
             stats: Arc::default(),
+            synchronous_commit: false,
         }
     }
 }
@@ -132,7 +138,9 @@ struct Ctx {
     /// PostgreSQL's next offset per partition as last read or committed by this process:
     /// where newly assigned partitions start (the beginning when unknown), whatever the
     /// group's committed Kafka offsets say (they may be ahead, e.g. for a fresh database).
-    /// A stale entry is only ever behind, which the compare-and-set makes harmless.
+    /// A stale entry behind the table is harmless (the compare-and-set refuses the batch);
+    /// one ahead (asynchronous commits lost in a PostgreSQL crash) is replaced by what the
+    /// table holds whenever the consumer repositions after a PostgreSQL failure.
     pg_positions: std::sync::Mutex<HashMap<i32, i64>>,
 }
 
@@ -262,7 +270,22 @@ struct Loader {
     /// PostgreSQL's next offset per partition, as last read or written by us.
     positions: HashMap<i32, Option<i64>>,
     summary: Summary,
+    /// Batches committed asynchronously that a PostgreSQL crash could still take back:
+    /// (when, next offset per partition, rows, dead letters). Only for the counts reported.
+    unconfirmed: std::collections::VecDeque<Unconfirmed>,
 }
+
+/// A batch committed with `synchronous_commit = off`, kept for a while (PostgreSQL flushes
+/// its WAL within 3 x `wal_writer_delay`, 600 ms by default).
+struct Unconfirmed {
+    at: Instant,
+    next: HashMap<i32, i64>,
+    rows: u64,
+    dead: u64,
+}
+
+/// How long a batch stays [`Unconfirmed`].
+const UNCONFIRMED_FOR: Duration = Duration::from_secs(30);
 
 fn consumer(cfg: &ConsumeConfig, known: HashMap<i32, i64>) -> Result<KafkaConsumer, KafkaError> {
     let mut c = ClientConfig::new();
@@ -301,7 +324,16 @@ async fn connect_with_retry(
 ) -> Result<Option<Client>, DbError> {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match db::connect(&cfg.pg).await {
+        let connected = match db::connect(&cfg.pg).await {
+            Ok(c) if cfg.synchronous_commit => Ok(c),
+            Ok(c) => c
+                .batch_execute("SET synchronous_commit = off")
+                .await
+                .map(|()| c)
+                .map_err(DbError::from),
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(c) => return Ok(Some(c)),
             Err(e) if e.is_transient() => {
                 tracing::warn!("{e}; retrying in {backoff:?}");
@@ -426,6 +458,21 @@ impl Loader {
                 self.summary.rows_loaded += taken.rows.len() as u64;
                 self.summary.dead_letters += taken.dead.len() as u64;
                 self.summary.batches += 1;
+                if !self.cfg.synchronous_commit {
+                    while self
+                        .unconfirmed
+                        .front()
+                        .is_some_and(|u| u.at.elapsed() > UNCONFIRMED_FOR)
+                    {
+                        self.unconfirmed.pop_front();
+                    }
+                    self.unconfirmed.push_back(Unconfirmed {
+                        at: Instant::now(),
+                        next: taken.advances.iter().map(|(p, a)| (*p, a.next)).collect(),
+                        rows: taken.rows.len() as u64,
+                        dead: taken.dead.len() as u64,
+                    });
+                }
                 let mut tpl = TopicPartitionList::new();
                 if let Ok(mut known) = self.consumer.context().pg_positions.lock() {
                     for (p, adv) in &taken.advances {
@@ -498,6 +545,28 @@ impl Loader {
             .sink
             .positions(&self.client, &self.cfg.group, &self.cfg.topic)
             .await?;
+        // After a PostgreSQL crash, asynchronously committed batches may be gone: what this
+        // process remembered committing can be *ahead* of the table, so forget it.
+        if let Ok(mut known) = self.consumer.context().pg_positions.lock() {
+            *known = stored.clone();
+        }
+        // Batches the table no longer has were not loaded after all: uncount them.
+        for u in self.unconfirmed.drain(..) {
+            let lost = u
+                .next
+                .iter()
+                .any(|(p, next)| stored.get(p).is_none_or(|s| s < next));
+            if lost {
+                tracing::warn!(
+                    rows = u.rows,
+                    "a batch committed asynchronously was lost by PostgreSQL; loading it again"
+                );
+                self.summary.rows_loaded -= u.rows.min(self.summary.rows_loaded);
+                self.summary.dead_letters -= u.dead.min(self.summary.dead_letters);
+                self.summary.batches = self.summary.batches.saturating_sub(1);
+                self.cfg.stats.lost(u.rows, u.dead);
+            }
+        }
         let assigned: Vec<i32> = self
             .consumer
             .assignment()
@@ -589,6 +658,7 @@ pub async fn run(
         sink,
         positions: HashMap::new(),
         summary: Summary::default(),
+        unconfirmed: std::collections::VecDeque::new(),
     };
     let mut batch = Batch::default();
     let idle = Duration::from_millis(200);
@@ -658,6 +728,14 @@ pub async fn run(
                 }
             }
         }
+    }
+    if !loader.cfg.synchronous_commit && loader.summary.batches > 0 {
+        // Batches were committed without waiting for the disk: one durable commit now
+        // flushes them all before we report them loaded.
+        loader
+            .sink
+            .make_durable(&mut loader.client, &loader.cfg.group, &loader.cfg.topic)
+            .await?;
     }
     // Leave the group cleanly; the final Kafka commit is best effort.
     let _ = tokio::task::block_in_place(|| loader.consumer.commit_consumer_state(CommitMode::Sync));

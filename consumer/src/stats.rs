@@ -83,6 +83,18 @@ impl Stats {
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         self.postgres_ok.store(true, Ordering::Relaxed);
     }
+    /// A committed batch that PostgreSQL lost in a crash (asynchronous commit).
+    pub(crate) fn lost(&self, rows: u64, dead: u64) {
+        self.rows_loaded.fetch_sub(
+            rows.min(self.rows_loaded.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+        self.dead_letters.fetch_sub(
+            dead.min(self.dead_letters.load(Ordering::Relaxed)),
+            Ordering::Relaxed,
+        );
+    }
+
     pub(crate) fn retried(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
     }

@@ -530,6 +530,12 @@ impl PrivatePg {
     }
 
     pub fn ctl(&self, action: &str) {
+        self.ctl_mode(action, "fast");
+    }
+
+    /// `pg_ctl ACTION -m MODE`; `stop` with mode `immediate` is a crash: no checkpoint, and
+    /// asynchronously committed transactions not yet in the WAL on disk are lost.
+    pub fn ctl_mode(&self, action: &str, mode: &str) {
         let opts = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1",
             self.port,
@@ -537,7 +543,7 @@ impl PrivatePg {
         );
         let out = self
             .cmd("pg_ctl")
-            .args(["-w", "-m", "fast", "-D"])
+            .args(["-w", "-m", mode, "-D"])
             .arg(&self.dir)
             .args(["-o", &opts, "-l"])
             .arg(self.dir.join("log"))
