@@ -494,10 +494,16 @@ impl Coordinator {
                         }
                     }
                     group.state = GroupState::Stable;
+                    // Answered members start a fresh session now (they could not heartbeat
+                    // while parked).
                     let answers: Vec<_> = group
                         .members
                         .values_mut()
-                        .filter_map(|m| m.pending_sync.take().map(|r| (r, m.assignment.clone())))
+                        .filter_map(|m| {
+                            let r = m.pending_sync.take()?;
+                            m.last_heartbeat = now;
+                            Some((r, m.assignment.clone()))
+                        })
                         .collect();
                     for (r, assignment) in answers {
                         actions.push(Action::Sync(r, ok(group, assignment)));
@@ -592,8 +598,13 @@ impl Coordinator {
             let expired: Vec<String> = group
                 .members
                 .iter()
+                // Like Kafka, a member parked in JoinGroup or SyncGroup is kept alive: it
+                // cannot heartbeat while it waits (a slow leader would otherwise expire its
+                // followers). A dead leader still expires and releases them.
                 .filter(|(_, m)| {
-                    m.pending_join.is_none() && m.last_heartbeat + m.session_timeout <= now
+                    m.pending_join.is_none()
+                        && m.pending_sync.is_none()
+                        && m.last_heartbeat + m.session_timeout <= now
                 })
                 .map(|(id, _)| id.clone())
                 .collect();

@@ -485,3 +485,55 @@ mod properties {
         }
     }
 }
+
+/// A follower parked in SyncGroup cannot heartbeat; a leader slower than the session
+/// timeout to send its assignment must not get the follower expired (found with
+/// kafka-python, whose two members share one Python process). A leader that dies instead is
+/// expired and releases the follower.
+#[test]
+fn followers_waiting_for_a_slow_leader_are_kept_alive() {
+    let mut c = coordinator();
+    let (a, actions) = join_new(&mut c, 0, 1);
+    only_join(actions, 1001);
+    c.sync(0, 2, sync_req(&a, 1, vec![]));
+    let (b, _) = join_new(&mut c, 10, 3);
+    let actions = c.join(30, 4, join_req(&a, None));
+    only_join(actions.clone(), 4);
+    only_join(actions, 1003);
+    assert!(
+        c.sync(40, 5, sync_req(&b, 2, vec![])).is_empty(),
+        "b parked"
+    );
+    // The leader keeps heartbeating but takes 2.5 sessions to assign.
+    let mut now = 40;
+    while now < 40 + 2 * SESSION as Millis + SESSION as Millis / 2 {
+        now += 1000;
+        assert_eq!(c.heartbeat(now, "g", 2, &a, None), 0);
+        c.tick(now);
+    }
+    let actions = c.sync(
+        now,
+        6,
+        sync_req(&a, 2, vec![(b.clone(), Bytes::from_static(b"B"))]),
+    );
+    let s = sync_answer(&actions, 5).expect("the parked follower is answered");
+    assert_eq!((s.error, s.assignment), (0, Bytes::from_static(b"B")));
+    // Its session restarts at the answer.
+    c.tick(now + SESSION as Millis - 1);
+    assert_eq!(
+        c.heartbeat(now + SESSION as Millis - 1, "g", 2, &b, None),
+        0
+    );
+
+    // Generation 3: both rejoin, b syncs and waits, and the leader dies silently: it
+    // expires (it is not parked) and the rebalance releases b.
+    let t = now + 100;
+    assert!(c.join(t, 7, join_req(&b, None)).is_empty(), "b waits for a");
+    let actions = c.join(t, 8, join_req(&a, None));
+    assert_eq!(only_join(actions, 8).generation_id, 3);
+    let parked = c.sync(t + 10, 9, sync_req(&b, 3, vec![]));
+    assert!(parked.is_empty(), "b parked until the leader assigns");
+    let later = c.tick(t + 10 + SESSION as Millis + 1000);
+    let released = sync_answer(&later, 9).expect("b is answered once the leader expires");
+    assert_eq!(released.error, E::RebalanceInProgress.code());
+}
