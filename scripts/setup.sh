@@ -7,9 +7,10 @@ cd "$(dirname "$0")/.."
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
-# Build tools (librdkafka is compiled from source by the rdkafka crate, with OpenSSL for TLS and SCRAM), kcat for the
+# Build tools (librdkafka is compiled from source by the rdkafka crate, with OpenSSL for TLS and SCRAM;
+# the openssl CLI makes the TLS test certificates), kcat for the
 # CLI tests, and PostgreSQL for the consumer and the end-to-end pipeline.
-apt_packages=(build-essential pkg-config cmake libssl-dev python3 python3-venv kcat postgresql postgresql-client curl chromium time)
+apt_packages=(build-essential pkg-config cmake libssl-dev openssl python3 python3-venv kcat postgresql postgresql-client curl chromium time)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
