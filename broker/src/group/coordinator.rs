@@ -740,6 +740,8 @@ fn prepare_rebalance(
 ) {
     for m in group.members.values_mut() {
         if let Some(r) = m.pending_sync.take() {
+            // It could not heartbeat while parked: its session restarts now, to rejoin.
+            m.last_heartbeat = now;
             actions.push(Action::Sync(r, SyncResult::error(E::RebalanceInProgress)));
         }
     }

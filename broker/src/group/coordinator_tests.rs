@@ -460,6 +460,10 @@ mod properties {
                         Action::Sync(r, res) => {
                             let (i, is_join) = parked.remove(&r).expect("answer to a parked request");
                             prop_assert!(!is_join);
+                            // answering a parked SyncGroup restarts the member's session
+                            if members.contains(&clients[i].member_id) {
+                                last_seen.insert(clients[i].member_id.clone(), now);
+                            }
                             if res.error == 0 {
                                 // assignments go only to current members, and to the right one
                                 prop_assert!(members.contains(&clients[i].member_id));
@@ -473,7 +477,11 @@ mod properties {
                 // a member that stopped talking is gone after its session timeout
                 if matches!(e, Ev::Advance(_)) {
                     for m in &members {
-                        let waiting = awaiting_join.get(m).copied().unwrap_or(false);
+                        // parked in JoinGroup or SyncGroup: kept alive, as in Kafka
+                        let waiting = awaiting_join.get(m).copied().unwrap_or(false)
+                            || parked
+                                .values()
+                                .any(|(i, is_join)| !is_join && clients[*i].member_id == *m);
                         let seen = last_seen.get(m).copied().unwrap_or(0);
                         prop_assert!(
                             waiting || now < seen + SESSION as Millis,
