@@ -5,9 +5,8 @@
 use std::collections::HashMap;
 use std::pin::pin;
 
-use tokio_postgres::binary_copy::BinaryCopyInWriter;
+use futures_util::SinkExt;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::Type;
 use tokio_postgres::{Client, Config, NoTls};
 
 /// Errors talking to PostgreSQL.
@@ -168,6 +167,10 @@ pub struct Sink {
     dead: String,
 }
 
+/// CopyData messages of at most this size (PostgreSQL accepts larger ones; this keeps the
+/// connection's buffers small).
+const COPY_PIECE: usize = 256 * 1024;
+
 /// One good row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
@@ -175,6 +178,52 @@ pub struct Row {
     pub amount: f64,
     /// Cleaned description.
     pub description: String,
+}
+
+/// Good rows of a batch, already encoded in PostgreSQL's binary COPY format
+/// (`amount float8, description text`), so a batch is one buffer sent as a few large
+/// CopyData messages rather than a write per row.
+#[derive(Debug, Default)]
+pub struct CopyRows {
+    buf: Vec<u8>,
+    rows: usize,
+}
+
+/// Binary COPY signature, flags and header-extension length.
+const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+
+impl CopyRows {
+    /// Appends one row. A description longer than PostgreSQL's 1 GB field limit cannot come
+    /// from a Kafka message, so the length always fits.
+    pub fn push(&mut self, amount: f64, description: &str) {
+        if self.buf.is_empty() {
+            self.buf.reserve(64 * 1024);
+            self.buf.extend_from_slice(COPY_HEADER);
+        }
+        let len = i32::try_from(description.len()).unwrap_or(i32::MAX);
+        self.buf.extend_from_slice(&2i16.to_be_bytes());
+        self.buf.extend_from_slice(&8i32.to_be_bytes());
+        self.buf.extend_from_slice(&amount.to_bits().to_be_bytes());
+        self.buf.extend_from_slice(&len.to_be_bytes());
+        self.buf.extend_from_slice(description.as_bytes());
+        self.rows += 1;
+    }
+
+    /// Rows held.
+    pub fn len(&self) -> usize {
+        self.rows
+    }
+
+    /// Whether no row is held.
+    pub fn is_empty(&self) -> bool {
+        self.rows == 0
+    }
+
+    /// The complete COPY stream (header, rows, trailer).
+    fn into_stream(mut self) -> bytes::Bytes {
+        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
+        bytes::Bytes::from(self.buf)
+    }
 }
 
 /// One poison message.
@@ -345,23 +394,25 @@ impl Sink {
         client: &mut Client,
         group: &str,
         topic: &str,
-        rows: &[Row],
+        rows: CopyRows,
         dead: &[DeadLetter],
         advances: &HashMap<i32, Advance>,
     ) -> Result<Written, DbError> {
         let tx = client.transaction().await?;
         if !rows.is_empty() {
             let sink = tx
-                .copy_in(&format!(
+                .copy_in::<_, bytes::Bytes>(&format!(
                     "COPY {} (amount, description) FROM STDIN BINARY",
                     self.table.quoted()
                 ))
                 .await?;
-            let mut writer = pin!(BinaryCopyInWriter::new(sink, &[Type::FLOAT8, Type::TEXT]));
-            for r in rows {
-                writer.as_mut().write(&[&r.amount, &r.description]).await?;
+            let mut sink = pin!(sink);
+            let mut stream = rows.into_stream();
+            while !stream.is_empty() {
+                let piece = stream.split_to(stream.len().min(COPY_PIECE));
+                sink.as_mut().send(piece).await?;
             }
-            writer.as_mut().finish().await?;
+            sink.as_mut().finish().await?;
         }
         if !dead.is_empty() {
             let stmt = tx
@@ -432,6 +483,25 @@ impl Sink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_rows_are_postgres_binary_copy_format() {
+        let mut rows = CopyRows::default();
+        assert!(rows.is_empty());
+        rows.push(0.5, "ab");
+        rows.push(-1.0, "");
+        assert_eq!(rows.len(), 2);
+        let mut want = b"PGCOPY\n\xff\r\n\0".to_vec();
+        want.extend([0, 0, 0, 0, 0, 0, 0, 0]); // flags, header extension length
+        want.extend([0, 2, 0, 0, 0, 8]);
+        want.extend(0.5f64.to_be_bytes());
+        want.extend([0, 0, 0, 2, b'a', b'b']);
+        want.extend([0, 2, 0, 0, 0, 8]);
+        want.extend((-1.0f64).to_be_bytes());
+        want.extend([0, 0, 0, 0]);
+        want.extend([0xff, 0xff]); // trailer: -1 fields
+        assert_eq!(rows.into_stream().as_ref(), &want[..]);
+    }
 
     #[test]
     fn table_names_are_validated_and_quoted() {

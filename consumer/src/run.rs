@@ -26,7 +26,7 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
-use crate::db::{self, Advance, DbError, DeadLetter, Row, Sink, TableName, Written};
+use crate::db::{self, Advance, CopyRows, DbError, DeadLetter, Sink, TableName, Written};
 use crate::message;
 use crate::stats::Stats;
 
@@ -250,7 +250,7 @@ type KafkaConsumer = StreamConsumer<Ctx>;
 
 #[derive(Default)]
 struct Batch {
-    rows: Vec<Row>,
+    rows: CopyRows,
     dead: Vec<DeadLetter>,
     advances: HashMap<i32, Advance>,
     started: Option<Instant>,
@@ -378,9 +378,10 @@ impl Loader {
         r.is_ok()
     }
 
-    /// Adds one message to the batch (or skips it if PostgreSQL already has it).
-    async fn add(&mut self, batch: &mut Batch, m: Msg) -> Result<(), DbError> {
-        let stored = self.position(m.partition).await?;
+    /// Adds one message to the batch (or skips it if PostgreSQL already has it); `stored`
+    /// is PostgreSQL's position of the partition (see [`Loader::position`]). The message is
+    /// borrowed: a good row is encoded straight into the batch, only a dead letter is copied.
+    fn add(&self, batch: &mut Batch, stored: Option<i64>, m: Msg<'_>) {
         let adv = batch.advances.get(&m.partition).copied();
         let already = adv.map(|a| a.next).or(stored);
         if let Some(next) = already {
@@ -395,11 +396,11 @@ impl Loader {
                     );
                     self.seek(m.partition, Offset::Offset(next));
                 }
-                return Ok(());
+                return;
             }
         }
-        match message::parse(m.value.as_deref()) {
-            Ok(row) => batch.rows.push(row),
+        match message::parse_into(m.value, &mut batch.rows) {
+            Ok(()) => {}
             Err(error) => {
                 tracing::warn!(
                     topic = %self.cfg.topic, partition = m.partition, offset = m.offset,
@@ -409,8 +410,8 @@ impl Loader {
                     topic: self.cfg.topic.clone(),
                     partition: m.partition,
                     offset: m.offset,
-                    key: m.key,
-                    value: m.value,
+                    key: m.key.map(<[u8]>::to_vec),
+                    value: m.value.map(<[u8]>::to_vec),
                     error,
                 });
             }
@@ -424,7 +425,6 @@ impl Loader {
             },
         );
         batch.started.get_or_insert_with(Instant::now);
-        Ok(())
     }
 
     /// Commits the batch. On a conflict or a PostgreSQL failure the batch is dropped and
@@ -437,7 +437,13 @@ impl Loader {
         if batch.len() == 0 {
             return Ok(());
         }
-        let taken = std::mem::take(batch);
+        let Batch {
+            rows,
+            dead,
+            advances,
+            ..
+        } = std::mem::take(batch);
+        let n_rows = rows.len();
         let started = Instant::now();
         let result = self
             .sink
@@ -445,18 +451,18 @@ impl Loader {
                 &mut self.client,
                 &self.cfg.group,
                 &self.cfg.topic,
-                &taken.rows,
-                &taken.dead,
-                &taken.advances,
+                rows,
+                &dead,
+                &advances,
             )
             .await;
         match result {
             Ok(Written::Committed) => {
                 self.cfg
                     .stats
-                    .committed(taken.rows.len(), taken.dead.len(), started.elapsed());
-                self.summary.rows_loaded += taken.rows.len() as u64;
-                self.summary.dead_letters += taken.dead.len() as u64;
+                    .committed(n_rows, dead.len(), started.elapsed());
+                self.summary.rows_loaded += n_rows as u64;
+                self.summary.dead_letters += dead.len() as u64;
                 self.summary.batches += 1;
                 if !self.cfg.synchronous_commit {
                     while self
@@ -468,18 +474,18 @@ impl Loader {
                     }
                     self.unconfirmed.push_back(Unconfirmed {
                         at: Instant::now(),
-                        next: taken.advances.iter().map(|(p, a)| (*p, a.next)).collect(),
-                        rows: taken.rows.len() as u64,
-                        dead: taken.dead.len() as u64,
+                        next: advances.iter().map(|(p, a)| (*p, a.next)).collect(),
+                        rows: n_rows as u64,
+                        dead: dead.len() as u64,
                     });
                 }
                 let mut tpl = TopicPartitionList::new();
                 if let Ok(mut known) = self.consumer.context().pg_positions.lock() {
-                    for (p, adv) in &taken.advances {
+                    for (p, adv) in &advances {
                         known.insert(*p, adv.next);
                     }
                 }
-                for (p, adv) in &taken.advances {
+                for (p, adv) in &advances {
                     self.positions.insert(*p, Some(adv.next));
                     let _ = tpl.add_partition_offset(&self.cfg.topic, *p, Offset::Offset(adv.next));
                 }
@@ -501,7 +507,7 @@ impl Loader {
                 self.cfg.stats.postgres(false);
                 tracing::warn!(
                     "{e}: batch of {} messages rolled back; pausing until PostgreSQL is back",
-                    taken.len()
+                    n_rows + dead.len()
                 );
                 self.recover(shutdown).await
             }
@@ -607,11 +613,22 @@ impl Loader {
     }
 }
 
-struct Msg {
+struct Msg<'a> {
     partition: i32,
     offset: i64,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
+    key: Option<&'a [u8]>,
+    value: Option<&'a [u8]>,
+}
+
+impl<'a> Msg<'a> {
+    fn of(m: &'a impl Message) -> Self {
+        Msg {
+            partition: m.partition(),
+            offset: m.offset(),
+            key: m.key(),
+            value: m.payload(),
+        }
+    }
 }
 
 /// High watermarks of every partition of the topic, now.
@@ -689,13 +706,23 @@ pub async fn run(
         };
         match msg {
             Ok(Ok(m)) => {
-                let m = Msg {
-                    partition: m.partition(),
-                    offset: m.offset(),
-                    key: m.key().map(<[u8]>::to_vec),
-                    value: m.payload().map(<[u8]>::to_vec),
+                let known = loader.positions.get(&m.partition()).copied();
+                let added = match known {
+                    Some(stored) => {
+                        loader.add(&mut batch, stored, Msg::of(&m));
+                        Ok(())
+                    }
+                    None => {
+                        // First message of a partition since (re)assignment: PostgreSQL's
+                        // position is needed, and the message must outlive the query.
+                        let owned = m.detach();
+                        loader
+                            .position(owned.partition())
+                            .await
+                            .map(|stored| loader.add(&mut batch, stored, Msg::of(&owned)))
+                    }
                 };
-                if let Err(e) = loader.add(&mut batch, m).await {
+                if let Err(e) = added {
                     if !e.is_transient() {
                         return Err(e.into());
                     }

@@ -273,6 +273,10 @@ pub fn run(
     let workers = cfg.workers.max(1);
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<Chunk>(workers * 2);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<Cleaned>(workers * 2);
+    // Parsed records go back to the reader once cleaned, so their buffers are reused
+    // rather than allocated (and freed on another thread) for every row.
+    let (recycle_tx, recycle_rx) =
+        crossbeam_channel::bounded::<Vec<(u64, ByteRecord)>>(workers * 2 + 2);
 
     let summary = std::thread::scope(|scope| -> Result<Summary, ProduceError> {
         // Reader: parses records in file order, in chunks.
@@ -286,13 +290,14 @@ pub fn run(
                     return Ok(());
                 }
                 let mut rows = Vec::with_capacity(chunk_rows);
-                let mut record = ByteRecord::new();
+                let mut spare = recycle_rx.try_recv().unwrap_or_default();
                 while rows.len() < chunk_rows {
+                    let mut record = spare.pop().map(|(_, r)| r).unwrap_or_default();
                     match reader.read_byte_record(&mut record) {
                         Ok(true) => {
                             source::strip_cr(&mut record);
                             let line = record.position().map_or(0, |p| p.line());
-                            rows.push((line, std::mem::take(&mut record)));
+                            rows.push((line, record));
                         }
                         Ok(false) => break,
                         Err(e) => {
@@ -328,6 +333,7 @@ pub fn run(
         for _ in 0..workers {
             let rx = chunk_rx.clone();
             let tx = done_tx.clone();
+            let recycle = recycle_tx.clone();
             let scaler = cfg.scaler.clone();
             let max_row_bytes = cfg.max_row_bytes;
             scope.spawn(move || {
@@ -349,6 +355,8 @@ pub fn run(
                             (*line, outcome)
                         })
                         .collect();
+                    // Full (the reader is ahead): let this one go.
+                    let _ = recycle.try_send(chunk.rows);
                     if tx
                         .send(Cleaned {
                             seq: chunk.seq,
@@ -364,6 +372,7 @@ pub fn run(
         }
         drop(chunk_rx);
         drop(done_tx);
+        drop(recycle_tx);
 
         // This thread: restore file order and enqueue.
         let mut pending: BTreeMap<u64, Cleaned> = BTreeMap::new();

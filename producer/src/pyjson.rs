@@ -8,26 +8,67 @@ use std::fmt::Write;
 /// Python's `repr(x)` for a finite float. Non-finite values are never sent (they are
 /// dead-lettered before), but are rendered as Python would (`nan`, `inf`, `-inf`).
 pub fn float_repr(x: f64) -> String {
+    let mut out = String::new();
+    push_float_repr(&mut out, x);
+    out
+}
+
+/// A fixed buffer for `{:e}` output (at most 17 digits, a sign, a point, `e-324`: < 32 bytes).
+struct Stack {
+    buf: [u8; 40],
+    len: usize,
+}
+
+impl Write for Stack {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let dst = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        dst.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Appends Python's `repr(x)` to `out`, without allocating.
+pub fn push_float_repr(out: &mut String, x: f64) {
     if x.is_nan() {
-        return "NaN".into();
+        out.push_str("NaN");
+        return;
     }
     if x.is_infinite() {
-        return if x > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        };
+        out.push_str(if x > 0.0 { "Infinity" } else { "-Infinity" });
+        return;
     }
     // Rust's `{:e}` gives the shortest digits that round-trip, like Python's repr.
-    let sci = format!("{x:e}");
-    let (mantissa, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let mut sci = Stack {
+        buf: [0; 40],
+        len: 0,
+    };
+    if write!(sci, "{x:e}").is_err() {
+        // Cannot happen (the longest f64 in `{:e}` is 24 bytes); fall back to allocating.
+        let _ = write!(out, "{x:e}");
+        return;
+    }
+    let sci = std::str::from_utf8(&sci.buf[..sci.len]).unwrap_or("0e0");
+    let (mantissa, exp) = sci.split_once('e').unwrap_or((sci, "0"));
     let exp: i32 = exp.parse().unwrap_or(0);
     let (sign, mantissa) = match mantissa.strip_prefix('-') {
         Some(m) => ("-", m),
         None => ("", mantissa),
     };
-    let digits: String = mantissa.chars().filter(|c| *c != '.').collect();
-    let mut out = String::from(sign);
+    // The significant digits, without the point (ASCII, at most 17).
+    let mut digits_buf = [0u8; 24];
+    let mut n = 0;
+    for b in mantissa
+        .bytes()
+        .filter(|b| *b != b'.')
+        .take(digits_buf.len())
+    {
+        digits_buf[n] = b;
+        n += 1;
+    }
+    let digits = std::str::from_utf8(&digits_buf[..n]).unwrap_or("0");
+    out.push_str(sign);
     if !(-4..16).contains(&exp) {
         out.push_str(&digits[..1]);
         if digits.len() > 1 {
@@ -38,11 +79,11 @@ pub fn float_repr(x: f64) -> String {
     } else if exp < 0 {
         out.push_str("0.");
         out.extend(std::iter::repeat_n('0', (-exp - 1) as usize));
-        out.push_str(&digits);
+        out.push_str(digits);
     } else {
         let int_len = exp as usize + 1;
         if digits.len() <= int_len {
-            out.push_str(&digits);
+            out.push_str(digits);
             out.extend(std::iter::repeat_n('0', int_len - digits.len()));
             out.push_str(".0");
         } else {
@@ -51,12 +92,20 @@ pub fn float_repr(x: f64) -> String {
             out.push_str(&digits[int_len..]);
         }
     }
-    out
 }
 
 /// Appends `s` as a JSON string the way Python's `json.dumps` (ensure_ascii) does.
 pub fn push_json_string(out: &mut String, s: &str) {
     out.push('"');
+    // Fast path: printable ASCII other than the two escaped characters (every cleaned
+    // description) is copied as it is.
+    if s.bytes()
+        .all(|b| (0x20..=0x7e).contains(&b) && b != b'"' && b != b'\\')
+    {
+        out.push_str(s);
+        out.push('"');
+        return;
+    }
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
@@ -84,7 +133,7 @@ pub fn message(description: &str, amount: f64) -> String {
     out.push_str("{\"description\": ");
     push_json_string(&mut out, description);
     out.push_str(", \"amount\": ");
-    out.push_str(&float_repr(amount));
+    push_float_repr(&mut out, amount);
     out.push('}');
     out
 }
@@ -92,6 +141,31 @@ pub fn message(description: &str, amount: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn float_repr_round_trips(bits in any::<u64>()) {
+            let x = f64::from_bits(bits);
+            prop_assume!(x.is_finite());
+            let r = float_repr(x);
+            prop_assert_eq!(r.parse::<f64>().map(f64::to_bits), Ok(bits), "{}", r);
+            // Python's forms: a point or an exponent always, two-digit exponents.
+            prop_assert!(r.contains('.') || r.contains('e'), "{}", r);
+            if let Some((_, e)) = r.split_once('e') {
+                prop_assert!(e.len() >= 3 && (e.starts_with('+') || e.starts_with('-')), "{}", r);
+            }
+        }
+
+        #[test]
+        fn json_strings_escape_like_the_slow_path(s in "\\PC*|[ -~]*") {
+            let mut fast = String::new();
+            push_json_string(&mut fast, &s);
+            let decoded: String = serde_json::from_str(&fast).unwrap();
+            prop_assert_eq!(decoded, s);
+            prop_assert!(fast.bytes().all(|b| (0x20..=0x7e).contains(&b)));
+        }
+    }
 
     #[test]
     fn floats_print_like_python_repr() {
