@@ -30,6 +30,9 @@ pub enum DbError {
     /// The table name cannot be used.
     #[error("invalid table name '{0}': use NAME or SCHEMA.NAME with letters, digits and _")]
     TableName(String),
+    /// The consumer lost track of its connection (a bug, reported rather than panicking).
+    #[error("internal error: {0}")]
+    Internal(&'static str),
 }
 
 impl From<tokio_postgres::Error> for DbError {

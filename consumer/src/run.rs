@@ -265,14 +265,27 @@ impl Batch {
 struct Loader {
     cfg: ConsumeConfig,
     consumer: KafkaConsumer,
-    client: Client,
-    sink: Sink,
+    /// The connection; lent to the task committing a batch while one is [`InFlight`].
+    client: Option<Client>,
+    sink: Arc<Sink>,
+    /// The batch being committed while the next one is built.
+    in_flight: Option<InFlight>,
     /// PostgreSQL's next offset per partition, as last read or written by us.
     positions: HashMap<i32, Option<i64>>,
     summary: Summary,
     /// Batches committed asynchronously that a PostgreSQL crash could still take back:
     /// (when, next offset per partition, rows, dead letters). Only for the counts reported.
     unconfirmed: std::collections::VecDeque<Unconfirmed>,
+}
+
+/// A batch whose transaction runs in its own task, so PostgreSQL works on batch N while this
+/// consumer decodes batch N+1. At most one at a time: batches still commit in order.
+struct InFlight {
+    task: tokio::task::JoinHandle<(Client, Result<Written, DbError>)>,
+    rows: usize,
+    dead: usize,
+    advances: HashMap<i32, Advance>,
+    started: Instant,
 }
 
 /// A batch committed with `synchronous_commit = off`, kept for a while (PostgreSQL flushes
@@ -349,14 +362,22 @@ async fn connect_with_retry(
 }
 
 impl Loader {
-    /// Where PostgreSQL says `partition` is; loads all positions on a miss.
+    /// The connection, when no batch has it (call [`Loader::settle`] first).
+    fn client(&self) -> Result<&Client, DbError> {
+        self.client.as_ref().ok_or(DbError::Internal(
+            "PostgreSQL connection used while lent to a commit",
+        ))
+    }
+
+    /// Where PostgreSQL says `partition` is; loads all positions on a miss (the caller
+    /// settles any batch in flight first).
     async fn position(&mut self, partition: i32) -> Result<Option<i64>, DbError> {
         if let Some(p) = self.positions.get(&partition) {
             return Ok(*p);
         }
         let stored = self
             .sink
-            .positions(&self.client, &self.cfg.group, &self.cfg.topic)
+            .positions(self.client()?, &self.cfg.group, &self.cfg.topic)
             .await?;
         let p = stored.get(&partition).copied();
         self.positions.insert(partition, p);
@@ -427,13 +448,18 @@ impl Loader {
         batch.started.get_or_insert_with(Instant::now);
     }
 
-    /// Commits the batch. On a conflict or a PostgreSQL failure the batch is dropped and
-    /// every partition goes back to what PostgreSQL holds.
+    /// Hands the batch to a task that commits it, after settling the previous one. If that
+    /// previous one failed (conflict, PostgreSQL down), every partition has been sought back
+    /// to what PostgreSQL holds and this batch, built on top of it, is dropped.
     async fn flush(
         &mut self,
         batch: &mut Batch,
         shutdown: &mut watch::Receiver<bool>,
     ) -> Result<(), ConsumeError> {
+        if !self.settle(shutdown).await? {
+            *batch = Batch::default();
+            return Ok(());
+        }
         if batch.len() == 0 {
             return Ok(());
         }
@@ -443,26 +469,59 @@ impl Loader {
             advances,
             ..
         } = std::mem::take(batch);
-        let n_rows = rows.len();
-        let started = Instant::now();
-        let result = self
-            .sink
-            .write(
-                &mut self.client,
-                &self.cfg.group,
-                &self.cfg.topic,
-                rows,
-                &dead,
-                &advances,
-            )
-            .await;
+        let mut client = self.client.take().ok_or(DbError::Internal(
+            "no PostgreSQL connection to commit a batch with",
+        ))?;
+        // The next batch continues where this one ends (its compare-and-set expects it).
+        for (p, adv) in &advances {
+            self.positions.insert(*p, Some(adv.next));
+        }
+        let (rows_n, dead_n) = (rows.len(), dead.len());
+        let (sink, group, topic) = (
+            self.sink.clone(),
+            self.cfg.group.clone(),
+            self.cfg.topic.clone(),
+        );
+        let task_advances = advances.clone();
+        let task = tokio::spawn(async move {
+            let r = sink
+                .write(&mut client, &group, &topic, rows, &dead, &task_advances)
+                .await;
+            (client, r)
+        });
+        self.in_flight = Some(InFlight {
+            task,
+            rows: rows_n,
+            dead: dead_n,
+            advances,
+            started: Instant::now(),
+        });
+        Ok(())
+    }
+
+    /// Waits for the batch in flight, if any, and accounts for it. Returns false if it did
+    /// not commit: the partitions are then back at PostgreSQL's offsets, and anything built
+    /// since must be dropped.
+    async fn settle(&mut self, shutdown: &mut watch::Receiver<bool>) -> Result<bool, ConsumeError> {
+        let Some(InFlight {
+            task,
+            rows,
+            dead,
+            advances,
+            started,
+        }) = self.in_flight.take()
+        else {
+            return Ok(true);
+        };
+        let (client, result) = task
+            .await
+            .map_err(|_| DbError::Internal("the task committing a batch panicked"))?;
+        self.client = Some(client);
         match result {
             Ok(Written::Committed) => {
-                self.cfg
-                    .stats
-                    .committed(n_rows, dead.len(), started.elapsed());
-                self.summary.rows_loaded += n_rows as u64;
-                self.summary.dead_letters += dead.len() as u64;
+                self.cfg.stats.committed(rows, dead, started.elapsed());
+                self.summary.rows_loaded += rows as u64;
+                self.summary.dead_letters += dead as u64;
                 self.summary.batches += 1;
                 if !self.cfg.synchronous_commit {
                     while self
@@ -475,8 +534,8 @@ impl Loader {
                     self.unconfirmed.push_back(Unconfirmed {
                         at: Instant::now(),
                         next: advances.iter().map(|(p, a)| (*p, a.next)).collect(),
-                        rows: n_rows as u64,
-                        dead: dead.len() as u64,
+                        rows: rows as u64,
+                        dead: dead as u64,
                     });
                 }
                 let mut tpl = TopicPartitionList::new();
@@ -486,20 +545,19 @@ impl Loader {
                     }
                 }
                 for (p, adv) in &advances {
-                    self.positions.insert(*p, Some(adv.next));
                     let _ = tpl.add_partition_offset(&self.cfg.topic, *p, Offset::Offset(adv.next));
                 }
                 // For lag tools only: PostgreSQL is the truth.
                 if let Err(e) = self.consumer.commit(&tpl, CommitMode::Async) {
                     tracing::debug!("kafka offset commit failed (harmless): {e}");
                 }
-                Ok(())
+                Ok(true)
             }
             Ok(Written::Conflict) => {
                 self.summary.retries += 1;
                 self.cfg.stats.retried();
                 self.reposition().await?;
-                Ok(())
+                Ok(false)
             }
             Err(e) if e.is_transient() => {
                 self.summary.retries += 1;
@@ -507,9 +565,10 @@ impl Loader {
                 self.cfg.stats.postgres(false);
                 tracing::warn!(
                     "{e}: batch of {} messages rolled back; pausing until PostgreSQL is back",
-                    n_rows + dead.len()
+                    rows + dead
                 );
-                self.recover(shutdown).await
+                self.recover(shutdown).await?;
+                Ok(false)
             }
             Err(e) => Err(e.into()),
         }
@@ -537,7 +596,7 @@ impl Loader {
         };
         tracing::info!("PostgreSQL is back");
         self.cfg.stats.postgres(true);
-        self.client = client;
+        self.client = Some(client);
         self.reposition().await?;
         let assignment = self.consumer.assignment()?;
         let _ = self.consumer.resume(&assignment);
@@ -549,7 +608,7 @@ impl Loader {
         self.positions.clear();
         let stored = self
             .sink
-            .positions(&self.client, &self.cfg.group, &self.cfg.topic)
+            .positions(self.client()?, &self.cfg.group, &self.cfg.topic)
             .await?;
         // After a PostgreSQL crash, asynchronously committed batches may be gone: what this
         // process remembered committing can be *ahead* of the table, so forget it.
@@ -605,7 +664,7 @@ impl Loader {
     async fn reached(&self, targets: &Targets) -> Result<bool, DbError> {
         let stored = self
             .sink
-            .positions(&self.client, &self.cfg.group, &self.cfg.topic)
+            .positions(self.client()?, &self.cfg.group, &self.cfg.topic)
             .await?;
         Ok(targets
             .iter()
@@ -671,8 +730,9 @@ pub async fn run(
     let mut loader = Loader {
         cfg,
         consumer,
-        client,
-        sink,
+        client: Some(client),
+        sink: Arc::new(sink),
+        in_flight: None,
         positions: HashMap::new(),
         summary: Summary::default(),
         unconfirmed: std::collections::VecDeque::new(),
@@ -682,6 +742,7 @@ pub async fn run(
     loop {
         if *shutdown.borrow() {
             loader.flush(&mut batch, &mut shutdown).await?;
+            loader.settle(&mut shutdown).await?;
             break;
         }
         if loader
@@ -691,6 +752,15 @@ pub async fn run(
             .swap(false, Ordering::AcqRel)
         {
             loader.positions.clear();
+        }
+        // Account for a finished commit promptly (metrics, summary), even when idle.
+        if loader
+            .in_flight
+            .as_ref()
+            .is_some_and(|f| f.task.is_finished())
+            && !loader.settle(&mut shutdown).await?
+        {
+            batch = Batch::default();
         }
         let wait = match batch.started {
             Some(t) => loader.cfg.batch_timeout.saturating_sub(t.elapsed()),
@@ -714,8 +784,14 @@ pub async fn run(
                     }
                     None => {
                         // First message of a partition since (re)assignment: PostgreSQL's
-                        // position is needed, and the message must outlive the query.
+                        // position is needed (after the batch in flight), and the message
+                        // must outlive the query.
                         let owned = m.detach();
+                        if !loader.settle(&mut shutdown).await? {
+                            // Sought back: this message and the batch come again.
+                            batch = Batch::default();
+                            continue;
+                        }
                         loader
                             .position(owned.partition())
                             .await
@@ -747,6 +823,10 @@ pub async fn run(
         }
         if batch.len() == 0 {
             if let Some(g) = &goal {
+                if !loader.settle(&mut shutdown).await? {
+                    batch = Batch::default();
+                    continue;
+                }
                 match loader.reached(g).await {
                     Ok(true) => break,
                     Ok(false) => {}
@@ -759,10 +839,13 @@ pub async fn run(
     if !loader.cfg.synchronous_commit && loader.summary.batches > 0 {
         // Batches were committed without waiting for the disk: one durable commit now
         // flushes them all before we report them loaded.
-        loader
-            .sink
-            .make_durable(&mut loader.client, &loader.cfg.group, &loader.cfg.topic)
-            .await?;
+        loader.settle(&mut shutdown).await?;
+        if let Some(client) = loader.client.as_mut() {
+            loader
+                .sink
+                .make_durable(client, &loader.cfg.group, &loader.cfg.topic)
+                .await?;
+        }
     }
     // Leave the group cleanly; the final Kafka commit is best effort.
     let _ = tokio::task::block_in_place(|| loader.consumer.commit_consumer_state(CommitMode::Sync));
