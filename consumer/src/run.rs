@@ -762,8 +762,21 @@ pub async fn run(
         {
             batch = Batch::default();
         }
+        // Adaptive batching: a batch is handed over as soon as nothing more is waiting in
+        // librdkafka's queue and the previous commit is done, so a trickle is not held for
+        // the batch timeout; under load the queue is never empty and batches fill up.
+        let writer_idle = loader
+            .in_flight
+            .as_ref()
+            .is_none_or(|f| f.task.is_finished());
         let wait = match batch.started {
-            Some(t) => loader.cfg.batch_timeout.saturating_sub(t.elapsed()),
+            Some(_) if writer_idle => Duration::ZERO,
+            // Look again shortly: the commit in flight may finish before the timeout.
+            Some(t) => loader
+                .cfg
+                .batch_timeout
+                .saturating_sub(t.elapsed())
+                .min(Duration::from_millis(1)),
             None => idle,
         };
         let msg = tokio::select! {
@@ -813,6 +826,9 @@ pub async fn run(
                 }
             }
             Ok(Err(e)) => tracing::warn!("kafka: {e}"),
+            Err(_timeout) if writer_idle && batch.len() > 0 => {
+                loader.flush(&mut batch, &mut shutdown).await?;
+            }
             Err(_timeout) => {}
         }
         if batch
