@@ -60,6 +60,12 @@ enum Cmd {
         #[arg(long)]
         broker_pid: Option<u32>,
     },
+    /// finstream's broker on its in-memory store (no disk, nothing durable): the ceiling of
+    /// our protocol and server code, to tell their cost from sled's. Runs until SIGTERM/Ctrl-C.
+    MemoryBroker {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+    },
     /// Create a topic (some brokers, like Tansu, do not auto-create).
     CreateTopic {
         #[arg(long)]
@@ -342,6 +348,25 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 load::run(&bootstrap, &topic, idle, producers, rate, seconds, broker_pid)?
             );
+        }
+        Cmd::MemoryBroker { listen } => {
+            tokio::runtime::Runtime::new()?.block_on(async {
+                let broker = finstream_broker::start(finstream_broker::BrokerConfig {
+                    listen,
+                    data_dir: None,
+                    ..Default::default()
+                })
+                .await?;
+                println!("{}", broker.bootstrap_servers());
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                broker.shutdown().await?;
+                anyhow::Ok(())
+            })?;
         }
         Cmd::CreateTopic {
             bootstrap,
