@@ -3,7 +3,7 @@
 # the limit (psql \copy of the already-cleaned rows into the same table) and a cleaning-only
 # run (parse + clean, no network), plus peak RSS at 1x and 5x the size.
 #   bash bench/pipeline.sh                    # ROWS=1000000
-#   ROWS=50000 REPS=1 bash bench/pipeline.sh  # smoke run
+#   RESULTS=$(mktemp -d) ROWS=50000 REPS=1 bash bench/pipeline.sh  # smoke run (report beside its results)
 source "$(dirname "$0")/lib.sh"
 ROWS=${ROWS:-1000000}
 PGURL_ADMIN=${PGURL_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}

@@ -7,7 +7,12 @@ import statistics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RES = os.environ.get("RESULTS", os.path.join(ROOT, "bench", "results"))
+# Only the default results (full runs) go into the docs; a run with RESULTS elsewhere (a
+# smoke run) gets its report next to its results.
+OFFICIAL = os.path.abspath(RES) == os.path.join(ROOT, "bench", "results")
 DOC = os.path.join(ROOT, "docs", "BENCHMARKS.md")
+OUT_DOC = DOC if OFFICIAL else os.path.join(RES, "BENCHMARKS.md")
+OUT_SVG = os.path.join(ROOT, "docs", "bench-throughput.svg") if OFFICIAL else os.path.join(RES, "bench-throughput.svg")
 
 
 def load(name):
@@ -153,7 +158,7 @@ def svg(medians):
             parts.append(f'<rect x="240" y="{y + j * 13}" width="{bw}" height="12" fill="{color}"/>')
             parts.append(f'<text x="{245 + bw}" y="{y + 10 + j * 13}">{v:,.0f}</text>')
     parts.append("</svg>")
-    with open(os.path.join(ROOT, "docs", "bench-throughput.svg"), "w") as f:
+    with open(OUT_SVG, "w") as f:
         f.write("\n".join(parts) + "\n")
 
 
@@ -177,8 +182,10 @@ def main():
     if os.path.exists(machine):
         m = json.load(open(machine))
         doc = replace(doc, "machine", f"{m['date']} · {m['cores']} cores · {m['cpu']} · Linux {m['kernel']} · {m['rustc']}")
-    open(DOC, "w").write(doc)
+    open(OUT_DOC, "w").write(doc)
     svg(medians)
+    if not OFFICIAL:
+        print(f"report written to {OUT_DOC} (docs/ is only updated from bench/results)")
 
 
 if __name__ == "__main__":
