@@ -4,7 +4,7 @@
 # on its in-memory store (not durable), to separate the cost of sled from the rest.
 # KINDS="finstream tansu-memory" limits the run to some brokers.
 #   bash bench/broker.sh            # full run (1M x 100 B, 100k x 1 KiB, acks=1 and all)
-#   SMALL=20000 LARGE=2000 REPS=1 bash bench/broker.sh   # smoke run
+#   RESULTS=$(mktemp -d) SMALL=20000 LARGE=2000 REPS=1 bash bench/broker.sh   # smoke run
 source "$(dirname "$0")/lib.sh"
 SMALL=${SMALL:-1000000}
 LARGE=${LARGE:-100000}
