@@ -837,7 +837,13 @@ pub async fn run(
         {
             loader.flush(&mut batch, &mut shutdown).await?;
         }
-        if batch.len() == 0 {
+        // Done yet? Only asked between commits: waiting here for the commit in flight would
+        // undo the overlap of committing and decoding.
+        let between_commits = loader
+            .in_flight
+            .as_ref()
+            .is_none_or(|f| f.task.is_finished());
+        if batch.len() == 0 && between_commits {
             if let Some(g) = &goal {
                 if !loader.settle(&mut shutdown).await? {
                     batch = Batch::default();
