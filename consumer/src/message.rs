@@ -14,32 +14,31 @@ struct Typed<'a> {
 
 /// Parses `{"description": <string>, "amount": <finite number>}` (other fields ignored).
 pub fn parse(value: Option<&[u8]>) -> Result<Row, String> {
-    let value = value.ok_or("message has no value (null)")?;
-    // Fast path: straight into the row. Anything it refuses is diagnosed below.
-    if let Ok(t) = serde_json::from_slice::<Typed<'_>>(value) {
-        if t.amount.is_finite() {
-            return Ok(Row {
-                amount: t.amount,
-                description: t.description.into_owned(),
-            });
-        }
-    }
-    diagnose(value)
+    let (amount, description) = decode(value)?;
+    Ok(Row {
+        amount,
+        description: description.into_owned(),
+    })
 }
 
 /// Like [`parse`], but appends the row straight to a batch's COPY buffer (no copy of the
 /// description unless it has JSON escapes).
 pub fn parse_into(value: Option<&[u8]>, rows: &mut CopyRows) -> Result<(), String> {
+    let (amount, description) = decode(value)?;
+    rows.push(amount, &description);
+    Ok(())
+}
+
+/// The amount and the description, borrowed from `value` when it can be.
+fn decode(value: Option<&[u8]>) -> Result<(f64, Cow<'_, str>), String> {
     let value = value.ok_or("message has no value (null)")?;
+    // Fast path: straight into the row. Anything it refuses is diagnosed below.
     if let Ok(t) = serde_json::from_slice::<Typed<'_>>(value) {
         if t.amount.is_finite() {
-            rows.push(t.amount, &t.description);
-            return Ok(());
+            return Ok((t.amount, t.description));
         }
     }
-    let row = diagnose(value)?;
-    rows.push(row.amount, &row.description);
-    Ok(())
+    diagnose(value).map(|row| (row.amount, Cow::Owned(row.description)))
 }
 
 /// The slow path for values the fast path refused: says precisely what is wrong.

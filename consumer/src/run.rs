@@ -362,6 +362,13 @@ async fn connect_with_retry(
 }
 
 impl Loader {
+    /// Whether a batch is still being committed (in flight and not finished).
+    fn committing(&self) -> bool {
+        self.in_flight
+            .as_ref()
+            .is_some_and(|f| !f.task.is_finished())
+    }
+
     /// The connection, when no batch has it (call [`Loader::settle`] first).
     fn client(&self) -> Result<&Client, DbError> {
         self.client.as_ref().ok_or(DbError::Internal(
@@ -754,10 +761,8 @@ pub async fn run(
             loader.positions.clear();
         }
         // Account for a finished commit promptly (metrics, summary), even when idle.
-        if loader
-            .in_flight
-            .as_ref()
-            .is_some_and(|f| f.task.is_finished())
+        if loader.in_flight.is_some()
+            && !loader.committing()
             && !loader.settle(&mut shutdown).await?
         {
             batch = Batch::default();
@@ -765,10 +770,7 @@ pub async fn run(
         // Adaptive batching: a batch is handed over as soon as nothing more is waiting in
         // librdkafka's queue and the previous commit is done, so a trickle is not held for
         // the batch timeout; under load the queue is never empty and batches fill up.
-        let writer_idle = loader
-            .in_flight
-            .as_ref()
-            .is_none_or(|f| f.task.is_finished());
+        let writer_idle = !loader.committing();
         let wait = match batch.started {
             Some(_) if writer_idle => Duration::ZERO,
             // Look again shortly: the commit in flight may finish before the timeout.
@@ -839,11 +841,7 @@ pub async fn run(
         }
         // Done yet? Only asked between commits: waiting here for the commit in flight would
         // undo the overlap of committing and decoding.
-        let between_commits = loader
-            .in_flight
-            .as_ref()
-            .is_none_or(|f| f.task.is_finished());
-        if batch.len() == 0 && between_commits {
+        if batch.len() == 0 && !loader.committing() {
             if let Some(g) = &goal {
                 if !loader.settle(&mut shutdown).await? {
                     batch = Batch::default();
