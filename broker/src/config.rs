@@ -8,7 +8,7 @@ use std::time::Duration;
 pub struct BrokerConfig {
     /// Address to listen on, `host:port`; port 0 picks a free port.
     pub listen: String,
-    /// Data directory for the sled store; `None` keeps everything in memory (tests only).
+    /// Data directory (segment files and sled metadata); `None` keeps everything in memory (tests only).
     pub data_dir: Option<PathBuf>,
     /// `host:port` announced to clients in Metadata; defaults to the bound address.
     pub advertised_listener: Option<String>,
@@ -29,6 +29,10 @@ pub struct BrokerConfig {
     pub node_id: i32,
     /// sled page cache size in bytes.
     pub cache_bytes: u64,
+    /// Log format of a new data directory (an existing one keeps its own).
+    pub log_format: crate::storage::LogFormat,
+    /// Size at which a log segment file is closed and the next one started.
+    pub segment_bytes: u64,
     /// Produce is refused (KAFKA_STORAGE_ERROR) while the data directory's filesystem has
     /// less than this many bytes free (see [`crate::disk`]).
     pub min_free_bytes: u64,
@@ -61,6 +65,8 @@ impl Default for BrokerConfig {
             idle_timeout: Duration::from_secs(600),
             node_id: 1,
             cache_bytes: 64 * 1024 * 1024,
+            log_format: crate::storage::LogFormat::default(),
+            segment_bytes: crate::storage::segments::DEFAULT_SEGMENT_BYTES,
             min_free_bytes: 100 * 1024 * 1024,
             sasl: crate::sasl::Users::default(),
             tls: None,

@@ -17,6 +17,23 @@ pub enum StorageError {
         /// What was wrong with it.
         detail: String,
     },
+    /// A segment file or directory could not be read or written.
+    #[error("storage: {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The log stopped taking writes after an fsync failed: the kernel may have dropped
+    /// the unsynced pages, so later fsyncs could succeed without the data.
+    #[error("storage: {what} refuses writes since an fsync failed ({detail}); restart the broker, which recovers the log from what is on disk")]
+    Failed {
+        /// The log.
+        what: String,
+        /// The fsync error.
+        detail: String,
+    },
     /// Another process holds the data directory.
     #[error("storage: data directory {dir} is in use by another broker process")]
     Locked {

@@ -40,7 +40,7 @@ pub use config::BrokerConfig;
 pub use error::{BrokerError, StorageError};
 
 use state::State;
-use storage::{memory::MemoryStore, sled::SledStore, Store};
+use storage::{memory::MemoryStore, Store};
 
 /// A broker that is accepting connections.
 pub struct RunningBroker {
@@ -111,11 +111,11 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
     let store: Arc<dyn Store> = match &config.data_dir {
         Some(dir) => {
             let dir = dir.clone();
-            let cache = config.cache_bytes;
-            tokio::task::spawn_blocking(move || SledStore::open(&dir, cache))
+            let (cache, format, segment) =
+                (config.cache_bytes, config.log_format, config.segment_bytes);
+            tokio::task::spawn_blocking(move || storage::open(&dir, cache, format, segment))
                 .await
                 .map_err(|e| BrokerError::Io(std::io::Error::other(e.to_string())))??
-                .into_arc()
         }
         None => Arc::new(MemoryStore::new(ids::new_cluster_id())),
     };
@@ -159,16 +159,6 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
         shutdown: shutdown_tx,
         task,
     })
-}
-
-trait IntoArcStore {
-    fn into_arc(self) -> Arc<dyn Store>;
-}
-
-impl IntoArcStore for SledStore {
-    fn into_arc(self) -> Arc<dyn Store> {
-        Arc::new(self)
-    }
 }
 
 /// The broker has no authentication: say so loudly when it listens beyond this machine.

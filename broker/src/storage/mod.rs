@@ -14,9 +14,13 @@
 //! * After a crash, a log holds a prefix of what was appended: at least everything a
 //!   completed `sync` covered.
 //!
-//! Two implementations: [`memory::MemoryStore`] (tests) and [`sled::SledStore`] (binary).
+//! Three implementations: [`segments::SegmentStore`] (the default: segment files for the
+//! logs, sled for metadata), [`sled::SledStore`] (everything in sled, `--log-format sled`)
+//! and [`memory::MemoryStore`] (tests). [`open`] picks the durable one a data directory uses.
 
 pub mod memory;
+pub mod meta;
+pub mod segments;
 pub mod sled;
 
 use std::sync::Arc;
@@ -96,6 +100,73 @@ pub trait Store: Send + Sync {
     fn meta_remove(&self, key: &[u8]) -> Result<(), StorageError>;
     /// All metadata records whose key starts with `prefix`, in key order.
     fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<MetaRecord>, StorageError>;
+}
+
+/// How a data directory stores its partition logs. Chosen when the directory is created and
+/// kept for its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum LogFormat {
+    /// Append-only segment files ([`segments::SegmentStore`]).
+    #[default]
+    Segments,
+    /// Batches in sled ([`sled::SledStore`]).
+    Sled,
+}
+
+impl LogFormat {
+    /// The name used by `--log-format` and recorded in the data directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            LogFormat::Segments => "segments",
+            LogFormat::Sled => "sled",
+        }
+    }
+
+    /// The format called `name`, if any.
+    pub fn from_name(name: &str) -> Option<LogFormat> {
+        match name {
+            "segments" => Some(LogFormat::Segments),
+            "sled" => Some(LogFormat::Sled),
+            _ => None,
+        }
+    }
+}
+
+/// Opens the durable store of data directory `dir`. A new directory gets `format`; an
+/// existing one keeps the format it was created with (one from before formats were
+/// recorded, which has topics, is `sled`).
+pub fn open(
+    dir: &std::path::Path,
+    cache_bytes: u64,
+    format: LogFormat,
+    segment_bytes: u64,
+) -> Result<Arc<dyn Store>, StorageError> {
+    let meta = meta::SledMeta::open(dir, cache_bytes)?;
+    let used = match meta.format()? {
+        Some(name) => LogFormat::from_name(&name).ok_or_else(|| StorageError::Corrupt {
+            what: "meta/log_format".into(),
+            detail: format!("unknown log format {name:?}"),
+        })?,
+        None => {
+            let legacy = sled::holds_logs(&meta) || !meta.topics()?.is_empty();
+            let used = if legacy { LogFormat::Sled } else { format };
+            meta.set_format(used.name())?;
+            used
+        }
+    };
+    if used != format {
+        tracing::warn!(
+            data_dir = %dir.display(),
+            "this data directory keeps its {} log format; --log-format {} applies to new data directories",
+            used.name(),
+            format.name()
+        );
+    }
+    Ok(match used {
+        LogFormat::Sled => Arc::new(sled::SledStore::with_meta(meta)?),
+        LogFormat::Segments => Arc::new(segments::SegmentStore::open(meta, dir, segment_bytes)?),
+    })
 }
 
 /// Idempotence decision shared by both stores, for a batch that would be stored at `base`:
@@ -195,6 +266,84 @@ pub(crate) mod contract {
         );
         assert_eq!(log.log_end_offset(), 3);
         log
+    }
+
+    /// Topics, batches, metadata, the cluster id and producer state survive closing and
+    /// reopening the store (`open` opens the same directory each time).
+    pub(crate) fn survives_reopen(open: &dyn Fn() -> Box<dyn Store>) {
+        let meta = TopicMeta {
+            name: "orders".into(),
+            id: [1; 16],
+            partitions: 3,
+        };
+        let cluster_id = {
+            let store = open();
+            store.create_topic(&meta).unwrap();
+            let log = store.open_log("orders", 2).unwrap();
+            append(&*log, &make_batch(&[b"a", b"b"], 1, 1));
+            append(&*log, &make_batch(&[b"c"], 3, 0));
+            idempotent_appends(&*store);
+            store.meta_put(b"offsets/g", b"42").unwrap();
+            store.sync().unwrap();
+            store.cluster_id()
+        };
+        let store = open();
+        assert_eq!(store.cluster_id(), cluster_id);
+        assert_eq!(store.topics().unwrap()[1], meta);
+        let log = store.open_log("orders", 2).unwrap();
+        assert_eq!(log.log_end_offset(), 3);
+        assert_eq!(append(&*log, &make_batch(&[b"d"], 4, 0)), Appended::At(3));
+        let all = log.read(0, 4, 1 << 20).unwrap();
+        assert_eq!(all.len(), 3);
+        assert!(all
+            .iter()
+            .all(|b| crate::batch::validate(b, 1 << 20).is_ok()));
+        assert_eq!(log.offset_for_timestamp(2).unwrap(), Some((1, 2)));
+        assert_eq!(store.meta_scan(b"offsets/").unwrap().len(), 1);
+        // producer state survived: a retry is still recognised, the next batch still fits
+        let idem = store.open_log("idem", 0).unwrap();
+        assert_eq!(
+            append(&*idem, &idempotent_batch(&[b"c"], 7, 0, 2)),
+            Appended::Duplicate(2)
+        );
+        assert_eq!(
+            append(&*idem, &idempotent_batch(&[b"d"], 7, 0, 3)),
+            Appended::At(3)
+        );
+    }
+
+    /// `log` answers every read and time lookup exactly as an in-memory log holding the
+    /// same batches: many batches of varied sizes and non-monotonic timestamps.
+    pub(crate) fn reads_like_memory(log: &dyn Log) {
+        let mem = super::memory::MemoryLog::default();
+        let mut end = 0i64;
+        for i in 0..300u32 {
+            let n = 1 + (i * 7 % 5) as usize;
+            let value = vec![b'a' + (i % 26) as u8; (i as usize * 37) % 700];
+            let values: Vec<&[u8]> = vec![&value; n];
+            let ts = 1000 + i64::from(i) * 10 - if i % 4 == 0 { 25 } else { 0 };
+            let b = make_batch(&values, ts, 3);
+            assert_eq!(append(log, &b), append(&mem, &b));
+            end += n as i64;
+        }
+        assert_eq!(log.log_end_offset(), end);
+        assert_eq!(log.log_end_offset(), mem.log_end_offset());
+        for offset in (0..=end).step_by(7) {
+            for max_bytes in [1, 500, 5000, 70_000, usize::MAX] {
+                for stop in [end, offset + 3] {
+                    let got = log.read(offset, stop, max_bytes).unwrap();
+                    let want = mem.read(offset, stop, max_bytes).unwrap();
+                    assert_eq!(got, want, "read({offset}, {stop}, {max_bytes})");
+                }
+            }
+        }
+        for ts in (900..4100).step_by(13) {
+            assert_eq!(
+                log.offset_for_timestamp(ts).unwrap(),
+                mem.offset_for_timestamp(ts).unwrap(),
+                "offset_for_timestamp({ts})"
+            );
+        }
     }
 
     pub(crate) fn append_read_and_offsets(store: &dyn Store) {

@@ -1,12 +1,14 @@
-//! The durable [`Store`]: one sled database per data directory.
+//! The sled-only durable [`Store`] (`--log-format sled`): batches in sled too.
 //!
-//! Layout: tree `meta` holds `cluster_id` and `topic/<name>` (partition count and topic id);
-//! each partition has a tree `log/<topic>/<partition>` with
+//! This was the broker's only store until the benchmarks showed sled rewriting every batch
+//! several times (issue 7, docs/BENCHMARKS.md); [`super::segments::SegmentStore`] is now
+//! the default and this one is kept for data directories created with it.
+//!
+//! Layout: tree `meta` ([`SledMeta`]); each partition has a tree `log/<topic>/<partition>` with
 //! `b<base offset BE><chunk BE u16>` -> up to [`CHUNK`] bytes of the batch,
 //! `t<base offset BE>` -> the batch's max timestamp (a time index), and for idempotent
 //! producers `p<producer id BE>` -> their sequence state, all written together by one
-//! atomic `apply_batch`. The `meta` tree also holds the generic metadata records
-//! ([`Store::meta_put`]) under `m`.
+//! atomic `apply_batch`.
 //!
 //! Why chunks: sled writes any log item larger than a quarter of its segment into a separate
 //! "blob" file that `flush` does not fsync. With whole batches (up to 1 MiB) as values, both
@@ -22,19 +24,15 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
+use super::meta::SledMeta;
 use super::{collect_batches, idempotence, Appended, Log, MetaRecord, Store, TopicMeta};
 use crate::batch::{self, BatchInfo};
 use crate::error::StorageError;
 use crate::producer_state::ProducerEntry;
 
-const META_TREE: &str = "meta";
-const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
-const TOPIC_PREFIX: &str = "topic/";
 const LOG_PREFIX: &str = "log/";
 /// Largest piece of a batch stored under one key.
 pub const CHUNK: usize = 64 * 1024;
-/// sled segment size: its blob threshold (a quarter of it) stays above any leaf page.
-const SEGMENT_SIZE: usize = 8 * 1024 * 1024;
 
 fn log_tree_name(topic: &str, partition: i32) -> String {
     format!("{LOG_PREFIX}{topic}/{partition}")
@@ -238,11 +236,10 @@ impl Log for SledLog {
     }
 }
 
-/// sled-backed store of a data directory.
+/// sled-backed store of a data directory: metadata and batches all in one sled database
+/// (`--log-format sled`, and data directories created before segment files existed).
 pub struct SledStore {
-    db: sled::Db,
-    meta: sled::Tree,
-    cluster_id: String,
+    meta: SledMeta,
     logs: Mutex<HashMap<(String, i32), Arc<SledLog>>>,
 }
 
@@ -250,47 +247,13 @@ impl SledStore {
     /// Opens (or creates) the store in `dir`, recovering topics and the cluster id and
     /// dropping logs of topics whose deletion was interrupted.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
-        let config = sled::Config::new()
-            .path(dir)
-            .segment_size(SEGMENT_SIZE)
-            .cache_capacity(cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None);
-        // sled's file lock outlives a dropped Db for a moment (its I/O threads finish
-        // first), so a store reopened in the same process may find it still held: wait a
-        // little, then say plainly that another broker has the directory.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        let db = loop {
-            match config.open() {
-                Ok(db) => break db,
-                Err(sled::Error::Io(e)) if e.to_string().contains("could not acquire lock") => {
-                    if std::time::Instant::now() >= deadline {
-                        return Err(StorageError::Locked {
-                            dir: dir.display().to_string(),
-                        });
-                    }
-                    std::thread::sleep(std::time::Duration::from_millis(20));
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        let meta = db.open_tree(META_TREE)?;
-        let cluster_id = match meta.get(CLUSTER_ID_KEY)? {
-            Some(v) => String::from_utf8(v.to_vec()).map_err(|_| StorageError::Corrupt {
-                what: "meta/cluster_id".into(),
-                detail: "not UTF-8".into(),
-            })?,
-            None => {
-                let id = crate::ids::new_cluster_id();
-                meta.insert(CLUSTER_ID_KEY, id.as_bytes())?;
-                db.flush()?;
-                id
-            }
-        };
+        Self::with_meta(SledMeta::open(dir, cache_bytes)?)
+    }
+
+    /// The store over an opened sled database.
+    pub fn with_meta(meta: SledMeta) -> Result<Self, StorageError> {
         let store = SledStore {
-            db,
             meta,
-            cluster_id,
             logs: Mutex::default(),
         };
         store.drop_orphan_logs()?;
@@ -299,11 +262,12 @@ impl SledStore {
 
     fn drop_orphan_logs(&self) -> Result<(), StorageError> {
         let topics: HashMap<String, i32> = self
+            .meta
             .topics()?
             .into_iter()
             .map(|t| (t.name, t.partitions))
             .collect();
-        for name in self.db.tree_names() {
+        for name in self.meta.db.tree_names() {
             let Ok(name) = std::str::from_utf8(&name) else {
                 continue;
             };
@@ -316,51 +280,32 @@ impl SledStore {
             });
             if !keep {
                 tracing::warn!(tree = name, "dropping log of a deleted topic");
-                self.db.drop_tree(name)?;
+                self.meta.db.drop_tree(name)?;
             }
         }
         Ok(())
     }
 }
 
-fn decode_topic(name: &str, v: &[u8]) -> Result<TopicMeta, StorageError> {
-    if v.len() != 20 {
-        return Err(StorageError::Corrupt {
-            what: format!("meta/{TOPIC_PREFIX}{name}"),
-            detail: format!("{} bytes, expected 20", v.len()),
-        });
-    }
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&v[4..20]);
-    Ok(TopicMeta {
-        name: name.to_string(),
-        id,
-        partitions: i32::from_be_bytes([v[0], v[1], v[2], v[3]]),
-    })
+/// Whether a sled database holds batches (a data directory of the sled log format).
+pub fn holds_logs(meta: &SledMeta) -> bool {
+    meta.db
+        .tree_names()
+        .iter()
+        .any(|n| n.starts_with(LOG_PREFIX.as_bytes()))
 }
 
 impl Store for SledStore {
     fn cluster_id(&self) -> String {
-        self.cluster_id.clone()
+        self.meta.cluster_id()
     }
 
     fn topics(&self) -> Result<Vec<TopicMeta>, StorageError> {
-        let mut out = Vec::new();
-        for item in self.meta.scan_prefix(TOPIC_PREFIX.as_bytes()) {
-            let (k, v) = item?;
-            let name = String::from_utf8_lossy(&k[TOPIC_PREFIX.len()..]).into_owned();
-            out.push(decode_topic(&name, &v)?);
-        }
-        Ok(out)
+        self.meta.topics()
     }
 
     fn create_topic(&self, meta: &TopicMeta) -> Result<(), StorageError> {
-        let mut v = Vec::with_capacity(20);
-        v.extend_from_slice(&meta.partitions.to_be_bytes());
-        v.extend_from_slice(&meta.id);
-        self.meta
-            .insert(format!("{TOPIC_PREFIX}{}", meta.name).as_bytes(), v)?;
-        Ok(())
+        self.meta.create_topic(meta)
     }
 
     fn open_log(&self, topic: &str, partition: i32) -> Result<Arc<dyn Log>, StorageError> {
@@ -369,56 +314,37 @@ impl Store for SledStore {
             return Ok(log.clone());
         }
         let name = log_tree_name(topic, partition);
-        let log = Arc::new(SledLog::open(self.db.open_tree(&name)?, name)?);
+        let log = Arc::new(SledLog::open(self.meta.db.open_tree(&name)?, name)?);
         logs.insert((topic.to_string(), partition), log.clone());
         Ok(log)
     }
 
     fn delete_topic(&self, meta: &TopicMeta) -> Result<(), StorageError> {
         // Metadata first: a crash in between leaves orphan trees, dropped at next open.
-        self.meta
-            .remove(format!("{TOPIC_PREFIX}{}", meta.name).as_bytes())?;
-        self.db.flush()?;
+        self.meta.remove_topic(meta)?;
         let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
         for p in 0..meta.partitions {
             logs.remove(&(meta.name.clone(), p));
-            self.db.drop_tree(log_tree_name(&meta.name, p))?;
+            self.meta.db.drop_tree(log_tree_name(&meta.name, p))?;
         }
         Ok(())
     }
 
     fn sync(&self) -> Result<(), StorageError> {
-        self.db.flush()?;
-        Ok(())
+        self.meta.flush()
     }
 
     fn meta_put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.meta.insert(meta_key(key), value)?;
-        Ok(())
+        self.meta.put(key, value)
     }
 
     fn meta_remove(&self, key: &[u8]) -> Result<(), StorageError> {
-        self.meta.remove(meta_key(key))?;
-        Ok(())
+        self.meta.remove(key)
     }
 
     fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<MetaRecord>, StorageError> {
-        self.meta
-            .scan_prefix(meta_key(prefix))
-            .map(|item| {
-                let (k, v) = item?;
-                Ok((k[1..].to_vec(), v.to_vec()))
-            })
-            .collect()
+        self.meta.scan(prefix)
     }
-}
-
-/// Generic metadata lives under `m` in the meta tree, apart from topics and the cluster id.
-fn meta_key(key: &[u8]) -> Vec<u8> {
-    let mut k = Vec::with_capacity(key.len() + 1);
-    k.push(b'm');
-    k.extend_from_slice(key);
-    k
 }
 
 #[cfg(test)]
@@ -469,39 +395,8 @@ mod tests {
     #[test]
     fn recovers_topics_offsets_and_cluster_id_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
-        let meta = TopicMeta {
-            name: "orders".into(),
-            id: [1; 16],
-            partitions: 3,
-        };
-        let cluster_id = {
-            let store = SledStore::open(dir.path(), 8 << 20).unwrap();
-            store.create_topic(&meta).unwrap();
-            let log = store.open_log("orders", 2).unwrap();
-            append(&*log, &make_batch(&[b"a", b"b"], 1, 1));
-            append(&*log, &make_batch(&[b"c"], 3, 0));
-            idempotent_appends(&store);
-            store.meta_put(b"offsets/g", b"42").unwrap();
-            store.sync().unwrap();
-            store.cluster_id()
-        };
-        let store = SledStore::open(dir.path(), 8 << 20).unwrap();
-        assert_eq!(store.cluster_id(), cluster_id);
-        assert_eq!(store.topics().unwrap()[1], meta);
-        let log = store.open_log("orders", 2).unwrap();
-        assert_eq!(log.log_end_offset(), 3);
-        assert_eq!(append(&*log, &make_batch(&[b"d"], 4, 0)), Appended::At(3));
-        assert_eq!(log.read(0, 4, 1 << 20).unwrap().len(), 3);
-        assert_eq!(store.meta_scan(b"offsets/").unwrap().len(), 1);
-        // producer state survived: a retry is still recognised, the next batch still fits
-        let idem = store.open_log("idem", 0).unwrap();
-        assert_eq!(
-            append(&*idem, &idempotent_batch(&[b"c"], 7, 0, 2)),
-            Appended::Duplicate(2)
-        );
-        assert_eq!(
-            append(&*idem, &idempotent_batch(&[b"d"], 7, 0, 3)),
-            Appended::At(3)
-        );
+        super::super::contract::survives_reopen(&|| {
+            Box::new(SledStore::open(dir.path(), 8 << 20).unwrap())
+        });
     }
 }
