@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Broker ingest and fetch: finstream broker (sled, durable) vs Tansu 0.6 (memory, sqlite),
-# same librdkafka client and settings, everything on loopback; finstream-memory is our broker
-# on its in-memory store (not durable), to separate the cost of sled from the rest.
+# Broker ingest and fetch: finstream broker (segment files, durable) vs Tansu 0.6 (memory,
+# sqlite), same librdkafka client and settings, everything on loopback; finstream-sled is our
+# broker with --storage-format sled (the store before segment files), finstream-memory our broker
+# on its in-memory store (not durable), to separate the cost of storage from the rest.
 # KINDS="finstream tansu-memory" limits the run to some brokers.
 #   bash bench/broker.sh            # full run (1M x 100 B, 100k x 1 KiB, acks=1 and all)
 #   RESULTS=$(mktemp -d) SMALL=20000 LARGE=2000 REPS=1 bash bench/broker.sh   # smoke run
@@ -20,6 +21,7 @@ machine_json > "$RESULTS/machine.json"
 start_broker() { # kind port dir -> pid
   case $1 in
     finstream) "$FINSTREAM" broker --listen "127.0.0.1:$2" --http off --data-dir "$3" >"$3.log" 2>&1 & ;;
+    finstream-sled) "$FINSTREAM" broker --listen "127.0.0.1:$2" --http off --data-dir "$3" --storage-format sled >"$3.log" 2>&1 & ;;
     # The same broker on its in-memory store: what our protocol and server code cost without sled.
     finstream-memory) "$BENCH" memory-broker --listen "127.0.0.1:$2" >"$3.log" 2>&1 & ;;
     tansu-memory) tansu broker --storage-engine memory://tansu/ --listener-url "tcp://127.0.0.1:$2" \
@@ -31,7 +33,7 @@ start_broker() { # kind port dir -> pid
   echo $!
 }
 
-for kind in ${KINDS:-finstream finstream-memory tansu-memory tansu-sqlite}; do
+for kind in ${KINDS:-finstream finstream-sled finstream-memory tansu-memory tansu-sqlite}; do
   for workload in "100 $SMALL 1" "100 $SMALL all" "1024 $LARGE 1" "1024 $LARGE all"; do
     read -r size n acks <<<"$workload"
     idem=""; [ "$acks" = all ] && idem="--idempotent"

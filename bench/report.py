@@ -74,16 +74,19 @@ def broker_table():
             m = medians.get(("tansu-memory", size, acks))
             s = medians.get(("tansu-sqlite", size, acks))
             fm = medians.get(("finstream-memory", size, acks))
+            fs = medians.get(("finstream-sled", size, acks))
             if f and m:
                 mem = f"{fm['produce_msgs_per_s']/m['produce_msgs_per_s']:.2f}x" if fm else "–"
+                sled = f"{fs['produce_msgs_per_s']/m['produce_msgs_per_s']:.2f}x" if fs else "–"
                 ratios.append(f"| {size} B | {acks} | {f['produce_msgs_per_s']/m['produce_msgs_per_s']:.2f}x | "
                               f"{(f['produce_msgs_per_s']/s['produce_msgs_per_s']) if s else float('nan'):.2f}x | "
-                              f"{f['consume_msgs_per_s']/m['consume_msgs_per_s']:.2f}x | {mem} |")
+                              f"{f['consume_msgs_per_s']/m['consume_msgs_per_s']:.2f}x | {sled} | {mem} |")
     if ratios:
-        out += ["", "Ratios, finstream (durable) over Tansu, medians of the same run (last column: finstream on"
-                " its in-memory store, not durable, over Tansu memory):", "",
-                "| msg size | acks | produce vs Tansu memory | produce vs Tansu sqlite | consume vs Tansu memory | in-memory finstream produce vs Tansu memory |",
-                "|---|---|---|---|---|---|"] + ratios
+        out += ["", "Ratios, finstream (durable, segment files) over Tansu, medians of the same run (last two"
+                " columns: finstream with `--storage-format sled`, the store before segment files, and finstream on"
+                " its in-memory store, not durable, each over Tansu memory):", "",
+                "| msg size | acks | produce vs Tansu memory | produce vs Tansu sqlite | consume vs Tansu memory | sled-log finstream produce vs Tansu memory | in-memory finstream produce vs Tansu memory |",
+                "|---|---|---|---|---|---|---|"] + ratios
     return "\n".join(out), medians
 
 

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, Args};
-use finstream_broker::storage::LogFormat;
+use finstream_broker::storage::StorageFormat;
 use finstream_broker::BrokerConfig;
 
 #[derive(Args, Debug, Clone)]
@@ -41,14 +41,14 @@ pub struct BrokerArgs {
     /// Metrics, health and status page on this HTTP address ("off" to disable).
     #[arg(long, env = "FINSTREAM_HTTP", default_value = "127.0.0.1:9644")]
     pub http: String,
-    /// sled page cache, in MiB (metadata only with the segments log format).
+    /// sled page cache, in MiB (metadata only with the segments storage format).
     #[arg(long, env = "FINSTREAM_CACHE_MB", default_value_t = 64)]
     pub cache_mb: u64,
     /// How a new data directory stores partition logs: "segments" (append-only files,
     /// the default) or "sled" (batches inside sled, the only format before segment files). An existing
     /// data directory keeps the format it was created with.
-    #[arg(long, env = "FINSTREAM_LOG_FORMAT", default_value = "segments", value_parser = ["segments", "sled"])]
-    pub log_format: String,
+    #[arg(long, env = "FINSTREAM_STORAGE_FORMAT", default_value = "segments", value_parser = ["segments", "sled"])]
+    pub storage_format: String,
     /// Size of a log segment file, in MiB, before the next one is started.
     #[arg(long, env = "FINSTREAM_SEGMENT_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=1024))]
     pub segment_mb: u64,
@@ -111,8 +111,9 @@ impl BrokerArgs {
             max_connections: self.max_connections,
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             cache_bytes: self.cache_mb * 1024 * 1024,
-            log_format: LogFormat::from_name(&self.log_format)
-                .ok_or_else(|| anyhow::anyhow!("unknown --log-format {}", self.log_format))?,
+            storage_format: StorageFormat::from_name(&self.storage_format).ok_or_else(|| {
+                anyhow::anyhow!("unknown --storage-format {}", self.storage_format)
+            })?,
             segment_bytes: self.segment_mb * 1024 * 1024,
             min_free_bytes: self.min_free_bytes,
             ..BrokerConfig::default()

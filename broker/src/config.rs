@@ -29,8 +29,8 @@ pub struct BrokerConfig {
     pub node_id: i32,
     /// sled page cache size in bytes.
     pub cache_bytes: u64,
-    /// Log format of a new data directory (an existing one keeps its own).
-    pub log_format: crate::storage::LogFormat,
+    /// Storage format of a new data directory (an existing one keeps its own).
+    pub storage_format: crate::storage::StorageFormat,
     /// Size at which a log segment file is closed and the next one started.
     pub segment_bytes: u64,
     /// Produce is refused (KAFKA_STORAGE_ERROR) while the data directory's filesystem has
@@ -65,7 +65,7 @@ impl Default for BrokerConfig {
             idle_timeout: Duration::from_secs(600),
             node_id: 1,
             cache_bytes: 64 * 1024 * 1024,
-            log_format: crate::storage::LogFormat::default(),
+            storage_format: crate::storage::StorageFormat::default(),
             segment_bytes: crate::storage::segments::DEFAULT_SEGMENT_BYTES,
             min_free_bytes: 100 * 1024 * 1024,
             sasl: crate::sasl::Users::default(),

@@ -111,8 +111,11 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
     let store: Arc<dyn Store> = match &config.data_dir {
         Some(dir) => {
             let dir = dir.clone();
-            let (cache, format, segment) =
-                (config.cache_bytes, config.log_format, config.segment_bytes);
+            let (cache, format, segment) = (
+                config.cache_bytes,
+                config.storage_format,
+                config.segment_bytes,
+            );
             tokio::task::spawn_blocking(move || storage::open(&dir, cache, format, segment))
                 .await
                 .map_err(|e| BrokerError::Io(std::io::Error::other(e.to_string())))??

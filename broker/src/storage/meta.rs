@@ -1,5 +1,5 @@
 //! Broker metadata in sled, shared by both durable stores: the cluster id, topics
-//! (`topic/<name>` -> partition count and topic id), the data directory's log format, and
+//! (`topic/<name>` -> partition count and topic id), the data directory's storage format, and
 //! the generic records of [`Store::meta_put`](super::Store::meta_put) (committed offsets,
 //! producer ids) under `m`. All in sled's `meta` tree; durable after [`SledMeta::flush`].
 
@@ -10,7 +10,7 @@ use crate::error::StorageError;
 
 const META_TREE: &str = "meta";
 const CLUSTER_ID_KEY: &[u8] = b"cluster_id";
-const FORMAT_KEY: &[u8] = b"log_format";
+const FORMAT_KEY: &[u8] = b"storage_format";
 const TOPIC_PREFIX: &str = "topic/";
 /// sled segment size. Only [`super::sled::SledStore`] puts batches in sled; its 64 KiB
 /// chunks rely on the blob threshold (a quarter of this) staying above any leaf page.
@@ -75,7 +75,7 @@ impl SledMeta {
         self.cluster_id.clone()
     }
 
-    /// The log format recorded for this data directory, if any.
+    /// The storage format recorded for this data directory, if any.
     pub fn format(&self) -> Result<Option<String>, StorageError> {
         Ok(self
             .tree
@@ -83,7 +83,7 @@ impl SledMeta {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    /// Records the data directory's log format, durably.
+    /// Records the data directory's storage format, durably.
     pub fn set_format(&self, format: &str) -> Result<(), StorageError> {
         self.tree.insert(FORMAT_KEY, format.as_bytes())?;
         self.flush()

@@ -15,7 +15,7 @@
 //!   completed `sync` covered.
 //!
 //! Three implementations: [`segments::SegmentStore`] (the default: segment files for the
-//! logs, sled for metadata), [`sled::SledStore`] (everything in sled, `--log-format sled`)
+//! logs, sled for metadata), [`sled::SledStore`] (everything in sled, `--storage-format sled`)
 //! and [`memory::MemoryStore`] (tests). [`open`] picks the durable one a data directory uses.
 
 pub mod memory;
@@ -106,7 +106,7 @@ pub trait Store: Send + Sync {
 /// kept for its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
-pub enum LogFormat {
+pub enum StorageFormat {
     /// Append-only segment files ([`segments::SegmentStore`]).
     #[default]
     Segments,
@@ -114,20 +114,20 @@ pub enum LogFormat {
     Sled,
 }
 
-impl LogFormat {
-    /// The name used by `--log-format` and recorded in the data directory.
+impl StorageFormat {
+    /// The name used by `--storage-format` and recorded in the data directory.
     pub fn name(self) -> &'static str {
         match self {
-            LogFormat::Segments => "segments",
-            LogFormat::Sled => "sled",
+            StorageFormat::Segments => "segments",
+            StorageFormat::Sled => "sled",
         }
     }
 
     /// The format called `name`, if any.
-    pub fn from_name(name: &str) -> Option<LogFormat> {
+    pub fn from_name(name: &str) -> Option<StorageFormat> {
         match name {
-            "segments" => Some(LogFormat::Segments),
-            "sled" => Some(LogFormat::Sled),
+            "segments" => Some(StorageFormat::Segments),
+            "sled" => Some(StorageFormat::Sled),
             _ => None,
         }
     }
@@ -139,18 +139,18 @@ impl LogFormat {
 pub fn open(
     dir: &std::path::Path,
     cache_bytes: u64,
-    format: LogFormat,
+    format: StorageFormat,
     segment_bytes: u64,
 ) -> Result<Arc<dyn Store>, StorageError> {
     let meta = meta::SledMeta::open(dir, cache_bytes)?;
     let used = match meta.format()? {
-        Some(name) => LogFormat::from_name(&name).ok_or_else(|| StorageError::Corrupt {
-            what: "meta/log_format".into(),
-            detail: format!("unknown log format {name:?}"),
+        Some(name) => StorageFormat::from_name(&name).ok_or_else(|| StorageError::Corrupt {
+            what: "meta/storage_format".into(),
+            detail: format!("unknown storage format {name:?}"),
         })?,
         None => {
             let legacy = sled::holds_logs(&meta) || !meta.topics()?.is_empty();
-            let used = if legacy { LogFormat::Sled } else { format };
+            let used = if legacy { StorageFormat::Sled } else { format };
             meta.set_format(used.name())?;
             used
         }
@@ -158,14 +158,16 @@ pub fn open(
     if used != format {
         tracing::warn!(
             data_dir = %dir.display(),
-            "this data directory keeps its {} log format; --log-format {} applies to new data directories",
+            "this data directory keeps its {} storage format; --storage-format {} applies to new data directories",
             used.name(),
             format.name()
         );
     }
     Ok(match used {
-        LogFormat::Sled => Arc::new(sled::SledStore::with_meta(meta)?),
-        LogFormat::Segments => Arc::new(segments::SegmentStore::open(meta, dir, segment_bytes)?),
+        StorageFormat::Sled => Arc::new(sled::SledStore::with_meta(meta)?),
+        StorageFormat::Segments => {
+            Arc::new(segments::SegmentStore::open(meta, dir, segment_bytes)?)
+        }
     })
 }
 

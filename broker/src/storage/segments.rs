@@ -925,8 +925,8 @@ mod tests {
     }
 
     #[test]
-    fn data_directories_keep_the_log_format_they_were_created_with() {
-        use crate::storage::{open, LogFormat};
+    fn data_directories_keep_the_storage_format_they_were_created_with() {
+        use crate::storage::{open, StorageFormat};
         // a directory written by the sled store before formats were recorded
         let old = tempfile::tempdir().unwrap();
         {
@@ -939,14 +939,14 @@ mod tests {
             store.sync().unwrap();
         }
         {
-            let store = open(old.path(), 8 << 20, LogFormat::Segments, 1 << 20).unwrap();
+            let store = open(old.path(), 8 << 20, StorageFormat::Segments, 1 << 20).unwrap();
             assert_eq!(store.open_log("t", 0).unwrap().log_end_offset(), 1);
             assert!(!old.path().join(LOGS_DIR).exists());
         }
         // a new directory gets the requested format and keeps it
         let new = tempfile::tempdir().unwrap();
         {
-            let store = open(new.path(), 8 << 20, LogFormat::Segments, 1 << 20).unwrap();
+            let store = open(new.path(), 8 << 20, StorageFormat::Segments, 1 << 20).unwrap();
             topic(&*store, "t", 1);
             append(
                 &*store.open_log("t", 0).unwrap(),
@@ -954,7 +954,7 @@ mod tests {
             );
             store.sync().unwrap();
         }
-        let store = open(new.path(), 8 << 20, LogFormat::Sled, 1 << 20).unwrap();
+        let store = open(new.path(), 8 << 20, StorageFormat::Sled, 1 << 20).unwrap();
         assert_eq!(store.open_log("t", 0).unwrap().log_end_offset(), 2);
         assert_eq!(segment_files(new.path(), "t-0").len(), 1);
     }

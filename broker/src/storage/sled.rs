@@ -1,4 +1,4 @@
-//! The sled-only durable [`Store`] (`--log-format sled`): batches in sled too.
+//! The sled-only durable [`Store`] (`--storage-format sled`): batches in sled too.
 //!
 //! This was the broker's only store until the benchmarks showed sled rewriting every batch
 //! several times (issue 7, docs/BENCHMARKS.md); [`super::segments::SegmentStore`] is now
@@ -237,7 +237,7 @@ impl Log for SledLog {
 }
 
 /// sled-backed store of a data directory: metadata and batches all in one sled database
-/// (`--log-format sled`, and data directories created before segment files existed).
+/// (`--storage-format sled`, and data directories created before segment files existed).
 pub struct SledStore {
     meta: SledMeta,
     logs: Mutex<HashMap<(String, i32), Arc<SledLog>>>,
@@ -287,7 +287,7 @@ impl SledStore {
     }
 }
 
-/// Whether a sled database holds batches (a data directory of the sled log format).
+/// Whether a sled database holds batches (a data directory of the sled storage format).
 pub fn holds_logs(meta: &SledMeta) -> bool {
     meta.db
         .tree_names()
