@@ -185,6 +185,11 @@ fn kafka(
         .set("enable.auto.commit", "false")
         .set("fetch.max.bytes", "52428800")
         .set("max.partition.fetch.bytes", "10485760")
+        // librdkafka stops fetching a partition for fetch.queue.backoff.ms (1 s by default)
+        // whenever its local queue holds more than queued.min.messages (100k): with 100 B
+        // messages one 10 MiB fetch does that, and the 1 s pauses, 0 to 4 of them per run,
+        // made consume rates vary 10x whatever the broker. The same for every broker.
+        .set("fetch.queue.backoff.ms", "10")
         .create()?;
     let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(10))?;
     let mut tpl = TopicPartitionList::new();
