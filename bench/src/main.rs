@@ -61,7 +61,7 @@ enum Cmd {
         broker_pid: Option<u32>,
     },
     /// finstream's broker on its in-memory store (no disk, nothing durable): the ceiling of
-    /// our protocol and server code, to tell their cost from sled's. Runs until SIGTERM/Ctrl-C.
+    /// our protocol and server code, to tell their cost from the durable store's. Runs until SIGTERM/Ctrl-C.
     MemoryBroker {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,

@@ -1,7 +1,8 @@
 //! The free-space guard. Produce is refused with KAFKA_STORAGE_ERROR while the data
 //! directory's filesystem has less than `min_free_bytes` (plus the incoming batch)
 //! available, so the store never meets ENOSPC halfway through a write: sled cannot take
-//! writes again after a failed one without a restart, whereas a refused produce is retried
+//! writes again after a failed one without a restart (nor can a segment log after a failed
+//! fsync), whereas a refused produce is retried
 //! by the client and succeeds as soon as space returns. Reads, metadata and group offsets are
 //! unaffected.
 

@@ -1,13 +1,14 @@
 //! # finstream-broker
 //!
-//! A minimal Kafka-wire-compatible broker with a sled-backed log. One node, no
+//! A minimal Kafka-wire-compatible broker: append-only segment-file logs, metadata in sled.
+//! One node, no
 //! replication; enough of the protocol for librdkafka, kcat and the mainstream clients
 //! to produce, fetch and administer topics.
 //!
 //! Layers (see `docs/architecture.md`): [`frame`] (length-prefixed frames, size checks) ->
 //! [`connection`] (ordered request pipeline per socket) -> [`api`] (one module per Kafka
 //! API, sans-io) -> [`state`] (topics, partitions, high watermarks) -> [`storage`]
-//! (the `Log`/`Store` traits, sled and in-memory), with [`flush`] doing group commit.
+//! (the `Log`/`Store` traits: segment files, all-sled, in-memory), with [`flush`] doing group commit.
 
 pub mod api;
 pub mod batch;
