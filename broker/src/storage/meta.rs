@@ -3,9 +3,11 @@
 //! the generic records of [`Store::meta_put`](super::Store::meta_put) (committed offsets,
 //! producer ids) under `m`. All in sled's `meta` tree; durable after [`SledMeta::flush`].
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
-use super::{MetaRecord, TopicMeta};
+use super::{Log, MetaRecord, Store, TopicMeta};
 use crate::error::StorageError;
 
 const META_TREE: &str = "meta";
@@ -145,6 +147,94 @@ impl SledMeta {
     pub fn flush(&self) -> Result<(), StorageError> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// The partition logs of a durable store; [`Durable`] pairs them with the sled metadata.
+pub trait LogSet: Send + Sync {
+    /// Opens (creating if needed) the log of one partition; the same log on later calls.
+    fn open_log(
+        &self,
+        meta: &SledMeta,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<dyn Log>, StorageError>;
+    /// Removes one partition's log and its data.
+    fn remove_log(&self, meta: &SledMeta, topic: &str, partition: i32) -> Result<(), StorageError>;
+    /// Removes every stored log for which `live(topic, partition)` is false: the logs of
+    /// topics whose deletion a crash interrupted (the metadata goes first).
+    fn drop_orphans(
+        &self,
+        meta: &SledMeta,
+        live: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<(), StorageError>;
+    /// Makes every earlier append durable; the metadata is flushed right after.
+    fn sync(&self) -> Result<(), StorageError>;
+}
+
+/// A durable [`Store`]: sled metadata plus a [`LogSet`].
+pub struct Durable<L> {
+    pub(crate) meta: SledMeta,
+    pub(crate) logs: L,
+}
+
+impl<L: LogSet> Durable<L> {
+    /// Pairs `meta` with `logs`, dropping the logs of topics that no longer exist.
+    pub fn new(meta: SledMeta, logs: L) -> Result<Self, StorageError> {
+        let topics: HashMap<String, i32> = meta
+            .topics()?
+            .into_iter()
+            .map(|t| (t.name, t.partitions))
+            .collect();
+        logs.drop_orphans(&meta, &|topic, p| {
+            let p: i32 = p.parse().unwrap_or(-1);
+            topics.get(topic).is_some_and(|&n| p >= 0 && p < n)
+        })?;
+        Ok(Durable { meta, logs })
+    }
+}
+
+impl<L: LogSet> Store for Durable<L> {
+    fn cluster_id(&self) -> String {
+        self.meta.cluster_id()
+    }
+
+    fn topics(&self) -> Result<Vec<TopicMeta>, StorageError> {
+        self.meta.topics()
+    }
+
+    fn create_topic(&self, meta: &TopicMeta) -> Result<(), StorageError> {
+        self.meta.create_topic(meta)
+    }
+
+    fn open_log(&self, topic: &str, partition: i32) -> Result<Arc<dyn Log>, StorageError> {
+        self.logs.open_log(&self.meta, topic, partition)
+    }
+
+    fn delete_topic(&self, meta: &TopicMeta) -> Result<(), StorageError> {
+        // Metadata first: a crash in between leaves orphan logs, dropped at the next open.
+        self.meta.remove_topic(meta)?;
+        for p in 0..meta.partitions {
+            self.logs.remove_log(&self.meta, &meta.name, p)?;
+        }
+        Ok(())
+    }
+
+    fn sync(&self) -> Result<(), StorageError> {
+        self.logs.sync()?;
+        self.meta.flush()
+    }
+
+    fn meta_put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
+        self.meta.put(key, value)
+    }
+
+    fn meta_remove(&self, key: &[u8]) -> Result<(), StorageError> {
+        self.meta.remove(key)
+    }
+
+    fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<MetaRecord>, StorageError> {
+        self.meta.scan(prefix)
     }
 }
 

@@ -164,7 +164,7 @@ pub fn open(
         );
     }
     Ok(match used {
-        StorageFormat::Sled => Arc::new(sled::SledStore::with_meta(meta)?),
+        StorageFormat::Sled => Arc::new(meta::Durable::new(meta, sled::SledLogs::default())?),
         StorageFormat::Segments => {
             Arc::new(segments::SegmentStore::open(meta, dir, segment_bytes)?)
         }

@@ -33,8 +33,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
-use super::meta::SledMeta;
-use super::{idempotence, Appended, Log, MetaRecord, Store, TopicMeta};
+use super::meta::{Durable, LogSet, SledMeta};
+use super::{idempotence, Appended, Log};
 use crate::batch::{self, BatchInfo, HEADER_LEN};
 use crate::error::StorageError;
 use crate::producer_state::{self, ProducerEntry};
@@ -593,12 +593,7 @@ impl Log for SegmentLog {
 }
 
 /// Segment-file logs plus sled metadata: the broker's default store.
-pub struct SegmentStore {
-    meta: SledMeta,
-    logs_dir: PathBuf,
-    segment_bytes: u64,
-    logs: Mutex<HashMap<(String, i32), Arc<SegmentLog>>>,
-}
+pub type SegmentStore = Durable<SegmentLogs>;
 
 impl SegmentStore {
     /// Opens the store of data directory `dir` whose sled database is `meta`, dropping the
@@ -610,64 +605,45 @@ impl SegmentStore {
             fs::create_dir_all(&logs_dir).map_err(io_err(&logs_dir))?;
             sync_dir(dir)?;
         }
-        let store = SegmentStore {
+        Durable::new(
             meta,
-            logs_dir,
-            segment_bytes: segment_bytes.max(HEADER_LEN as u64),
-            logs: Mutex::default(),
-        };
-        store.drop_orphan_logs()?;
-        Ok(store)
-    }
-
-    fn log_dir(&self, topic: &str, partition: i32) -> PathBuf {
-        self.logs_dir.join(format!("{topic}-{partition}"))
-    }
-
-    fn drop_orphan_logs(&self) -> Result<(), StorageError> {
-        let topics: HashMap<String, i32> = self
-            .meta
-            .topics()?
-            .into_iter()
-            .map(|t| (t.name, t.partitions))
-            .collect();
-        for entry in fs::read_dir(&self.logs_dir).map_err(io_err(&self.logs_dir))? {
-            let entry = entry.map_err(io_err(&self.logs_dir))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let keep = name.rsplit_once('-').is_some_and(|(topic, p)| {
-                let p: i32 = p.parse().unwrap_or(-1);
-                topics.get(topic).is_some_and(|&n| p >= 0 && p < n)
-            });
-            if !keep {
-                tracing::warn!(dir = %entry.path().display(), "dropping log of a deleted topic");
-                fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
-            }
-        }
-        Ok(())
+            SegmentLogs {
+                dir: logs_dir,
+                segment_bytes: segment_bytes.max(HEADER_LEN as u64),
+                open: Mutex::default(),
+            },
+        )
     }
 }
 
-impl Store for SegmentStore {
-    fn cluster_id(&self) -> String {
-        self.meta.cluster_id()
-    }
+/// The logs of a [`SegmentStore`]: `logs/<topic>-<partition>/` directories.
+pub struct SegmentLogs {
+    dir: PathBuf,
+    segment_bytes: u64,
+    open: Mutex<HashMap<(String, i32), Arc<SegmentLog>>>,
+}
 
-    fn topics(&self) -> Result<Vec<TopicMeta>, StorageError> {
-        self.meta.topics()
+impl SegmentLogs {
+    fn log_dir(&self, topic: &str, partition: i32) -> PathBuf {
+        self.dir.join(format!("{topic}-{partition}"))
     }
+}
 
-    fn create_topic(&self, meta: &TopicMeta) -> Result<(), StorageError> {
-        self.meta.create_topic(meta)
-    }
-
-    fn open_log(&self, topic: &str, partition: i32) -> Result<Arc<dyn Log>, StorageError> {
+impl LogSet for SegmentLogs {
+    fn open_log(
+        &self,
+        _meta: &SledMeta,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<dyn Log>, StorageError> {
+        // Names become directory names: only Kafka's legal ones ever get here, but check.
         if crate::state::validate_topic_name(topic).is_err() || partition < 0 {
             return Err(StorageError::UnknownPartition {
                 topic: topic.to_string(),
                 partition,
             });
         }
-        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let mut logs = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(log) = logs.get(&(topic.to_string(), partition)) {
             return Ok(log.clone());
         }
@@ -680,25 +656,43 @@ impl Store for SegmentStore {
         Ok(log)
     }
 
-    fn delete_topic(&self, meta: &TopicMeta) -> Result<(), StorageError> {
-        // Metadata first: a crash in between leaves orphan directories, dropped at open.
-        self.meta.remove_topic(meta)?;
-        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-        for p in 0..meta.partitions {
-            logs.remove(&(meta.name.clone(), p));
-            let dir = self.log_dir(&meta.name, p);
-            match fs::remove_dir_all(&dir) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(io_err(&dir)(e)),
+    fn remove_log(
+        &self,
+        _meta: &SledMeta,
+        topic: &str,
+        partition: i32,
+    ) -> Result<(), StorageError> {
+        self.open
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&(topic.to_string(), partition));
+        let dir = self.log_dir(topic, partition);
+        match fs::remove_dir_all(&dir) {
+            Ok(()) => sync_dir(&self.dir),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(io_err(&dir)(e)),
+        }
+    }
+
+    fn drop_orphans(
+        &self,
+        _meta: &SledMeta,
+        live: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<(), StorageError> {
+        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.rsplit_once('-').is_some_and(|(t, p)| live(t, p)) {
+                tracing::warn!(dir = %entry.path().display(), "dropping log of a deleted topic");
+                fs::remove_dir_all(entry.path()).map_err(io_err(&entry.path()))?;
             }
         }
-        sync_dir(&self.logs_dir)
+        Ok(())
     }
 
     fn sync(&self) -> Result<(), StorageError> {
         let logs: Vec<Arc<SegmentLog>> = self
-            .logs
+            .open
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .values()
@@ -707,19 +701,7 @@ impl Store for SegmentStore {
         for log in logs {
             log.sync()?;
         }
-        self.meta.flush()
-    }
-
-    fn meta_put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.meta.put(key, value)
-    }
-
-    fn meta_remove(&self, key: &[u8]) -> Result<(), StorageError> {
-        self.meta.remove(key)
-    }
-
-    fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<MetaRecord>, StorageError> {
-        self.meta.scan(prefix)
+        Ok(())
     }
 }
 
@@ -728,6 +710,7 @@ mod tests {
     use super::*;
     use crate::batch::tests::make_batch;
     use crate::storage::contract::{self, append};
+    use crate::storage::{Store, TopicMeta};
 
     fn open_store(dir: &Path, segment_bytes: u64) -> SegmentStore {
         SegmentStore::open(SledMeta::open(dir, 8 << 20).unwrap(), dir, segment_bytes).unwrap()

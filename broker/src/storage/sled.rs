@@ -24,8 +24,8 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use super::meta::SledMeta;
-use super::{collect_batches, idempotence, Appended, Log, MetaRecord, Store, TopicMeta};
+use super::meta::{Durable, LogSet, SledMeta};
+use super::{collect_batches, idempotence, Appended, Log};
 use crate::batch::{self, BatchInfo};
 use crate::error::StorageError;
 use crate::producer_state::ProducerEntry;
@@ -238,52 +238,19 @@ impl Log for SledLog {
 
 /// sled-backed store of a data directory: metadata and batches all in one sled database
 /// (`--storage-format sled`, and data directories created before segment files existed).
-pub struct SledStore {
-    meta: SledMeta,
-    logs: Mutex<HashMap<(String, i32), Arc<SledLog>>>,
+pub type SledStore = Durable<SledLogs>;
+
+/// The logs of a [`SledStore`]: one sled tree per partition.
+#[derive(Default)]
+pub struct SledLogs {
+    open: Mutex<HashMap<(String, i32), Arc<SledLog>>>,
 }
 
 impl SledStore {
     /// Opens (or creates) the store in `dir`, recovering topics and the cluster id and
     /// dropping logs of topics whose deletion was interrupted.
     pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
-        Self::with_meta(SledMeta::open(dir, cache_bytes)?)
-    }
-
-    /// The store over an opened sled database.
-    pub fn with_meta(meta: SledMeta) -> Result<Self, StorageError> {
-        let store = SledStore {
-            meta,
-            logs: Mutex::default(),
-        };
-        store.drop_orphan_logs()?;
-        Ok(store)
-    }
-
-    fn drop_orphan_logs(&self) -> Result<(), StorageError> {
-        let topics: HashMap<String, i32> = self
-            .meta
-            .topics()?
-            .into_iter()
-            .map(|t| (t.name, t.partitions))
-            .collect();
-        for name in self.meta.db.tree_names() {
-            let Ok(name) = std::str::from_utf8(&name) else {
-                continue;
-            };
-            let Some(rest) = name.strip_prefix(LOG_PREFIX) else {
-                continue;
-            };
-            let keep = rest.rsplit_once('/').is_some_and(|(topic, p)| {
-                let p: i32 = p.parse().unwrap_or(-1);
-                topics.get(topic).is_some_and(|&n| p >= 0 && p < n)
-            });
-            if !keep {
-                tracing::warn!(tree = name, "dropping log of a deleted topic");
-                self.meta.db.drop_tree(name)?;
-            }
-        }
-        Ok(())
+        Durable::new(SledMeta::open(dir, cache_bytes)?, SledLogs::default())
     }
 }
 
@@ -295,55 +262,53 @@ pub fn holds_logs(meta: &SledMeta) -> bool {
         .any(|n| n.starts_with(LOG_PREFIX.as_bytes()))
 }
 
-impl Store for SledStore {
-    fn cluster_id(&self) -> String {
-        self.meta.cluster_id()
-    }
-
-    fn topics(&self) -> Result<Vec<TopicMeta>, StorageError> {
-        self.meta.topics()
-    }
-
-    fn create_topic(&self, meta: &TopicMeta) -> Result<(), StorageError> {
-        self.meta.create_topic(meta)
-    }
-
-    fn open_log(&self, topic: &str, partition: i32) -> Result<Arc<dyn Log>, StorageError> {
-        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+impl LogSet for SledLogs {
+    fn open_log(
+        &self,
+        meta: &SledMeta,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<dyn Log>, StorageError> {
+        let mut logs = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(log) = logs.get(&(topic.to_string(), partition)) {
             return Ok(log.clone());
         }
         let name = log_tree_name(topic, partition);
-        let log = Arc::new(SledLog::open(self.meta.db.open_tree(&name)?, name)?);
+        let log = Arc::new(SledLog::open(meta.db.open_tree(&name)?, name)?);
         logs.insert((topic.to_string(), partition), log.clone());
         Ok(log)
     }
 
-    fn delete_topic(&self, meta: &TopicMeta) -> Result<(), StorageError> {
-        // Metadata first: a crash in between leaves orphan trees, dropped at next open.
-        self.meta.remove_topic(meta)?;
-        let mut logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-        for p in 0..meta.partitions {
-            logs.remove(&(meta.name.clone(), p));
-            self.meta.db.drop_tree(log_tree_name(&meta.name, p))?;
+    fn remove_log(&self, meta: &SledMeta, topic: &str, partition: i32) -> Result<(), StorageError> {
+        let mut logs = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        logs.remove(&(topic.to_string(), partition));
+        meta.db.drop_tree(log_tree_name(topic, partition))?;
+        Ok(())
+    }
+
+    fn drop_orphans(
+        &self,
+        meta: &SledMeta,
+        live: &dyn Fn(&str, &str) -> bool,
+    ) -> Result<(), StorageError> {
+        for name in meta.db.tree_names() {
+            let Ok(name) = std::str::from_utf8(&name) else {
+                continue;
+            };
+            let Some(rest) = name.strip_prefix(LOG_PREFIX) else {
+                continue;
+            };
+            if !rest.rsplit_once('/').is_some_and(|(t, p)| live(t, p)) {
+                tracing::warn!(tree = name, "dropping log of a deleted topic");
+                meta.db.drop_tree(name)?;
+            }
         }
         Ok(())
     }
 
+    /// Batches are sled writes: the metadata flush that follows covers them.
     fn sync(&self) -> Result<(), StorageError> {
-        self.meta.flush()
-    }
-
-    fn meta_put(&self, key: &[u8], value: &[u8]) -> Result<(), StorageError> {
-        self.meta.put(key, value)
-    }
-
-    fn meta_remove(&self, key: &[u8]) -> Result<(), StorageError> {
-        self.meta.remove(key)
-    }
-
-    fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<MetaRecord>, StorageError> {
-        self.meta.scan(prefix)
+        Ok(())
     }
 }
 
@@ -351,7 +316,8 @@ impl Store for SledStore {
 mod tests {
     use super::*;
     use crate::batch::tests::make_batch;
-    use crate::storage::contract::{append, idempotent_appends, idempotent_batch};
+    use crate::storage::contract::append;
+    use crate::storage::{Store, TopicMeta};
 
     #[test]
     fn sled_store_meets_the_contract() {
