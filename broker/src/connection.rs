@@ -53,7 +53,13 @@ pub fn encode_response(
     version: i16,
     body: &ResponseKind,
 ) -> Result<Bytes, ConnectionError> {
-    let mut buf = BytesMut::with_capacity(256);
+    // A fetch response is mostly its record bytes: size the buffer once rather than
+    // growing it by doubling (each growth copies everything so far).
+    let capacity = match body {
+        ResponseKind::Fetch(fetch) => 256 + fetch.compute_size(version).unwrap_or(0),
+        _ => 256,
+    };
+    let mut buf = BytesMut::with_capacity(capacity);
     buf.put_i32(0);
     ResponseHeader::default()
         .with_correlation_id(correlation_id)

@@ -66,7 +66,8 @@ pub trait Log: Send + Sync {
 
     /// Batches covering offsets from `offset` (the first may start before it) up to but not
     /// including `end`, at most `max_bytes` in total, except that the first batch is always
-    /// returned whole so that a consumer can make progress (KIP-74).
+    /// returned whole so that a consumer can make progress (KIP-74). Each item holds one or
+    /// more whole batches back to back, in offset order.
     fn read(&self, offset: i64, end: i64, max_bytes: usize) -> Result<Vec<Bytes>, StorageError>;
 
     /// Offset the next appended record will get.
@@ -230,6 +231,18 @@ pub(crate) mod contract {
     use super::*;
     use crate::batch::tests::make_batch;
 
+    /// The batches of a [`Log::read`], one per item.
+    pub(crate) fn split(chunks: Vec<Bytes>) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        for mut chunk in chunks {
+            while !chunk.is_empty() {
+                let len = 12 + i32::from_be_bytes([chunk[8], chunk[9], chunk[10], chunk[11]]);
+                out.push(chunk.split_to(len as usize));
+            }
+        }
+        out
+    }
+
     pub(crate) fn append(log: &dyn Log, b: &[u8]) -> Appended {
         let info = crate::batch::validate(b, 1 << 20).unwrap();
         log.append(b, &info).unwrap()
@@ -295,7 +308,7 @@ pub(crate) mod contract {
         let log = store.open_log("orders", 2).unwrap();
         assert_eq!(log.log_end_offset(), 3);
         assert_eq!(append(&*log, &make_batch(&[b"d"], 4, 0)), Appended::At(3));
-        let all = log.read(0, 4, 1 << 20).unwrap();
+        let all = split(log.read(0, 4, 1 << 20).unwrap());
         assert_eq!(all.len(), 3);
         assert!(all
             .iter()
@@ -333,8 +346,8 @@ pub(crate) mod contract {
         for offset in (0..=end).step_by(7) {
             for max_bytes in [1, 500, 5000, 70_000, usize::MAX] {
                 for stop in [end, offset + 3] {
-                    let got = log.read(offset, stop, max_bytes).unwrap();
-                    let want = mem.read(offset, stop, max_bytes).unwrap();
+                    let got = split(log.read(offset, stop, max_bytes).unwrap());
+                    let want = split(mem.read(offset, stop, max_bytes).unwrap());
                     assert_eq!(got, want, "read({offset}, {stop}, {max_bytes})");
                 }
             }
@@ -364,17 +377,17 @@ pub(crate) mod contract {
         assert_eq!(log.log_end_offset(), 4);
         assert_eq!(log.log_start_offset(), 0);
 
-        let all = log.read(0, 4, 1 << 20).unwrap();
+        let all = split(log.read(0, 4, 1 << 20).unwrap());
         assert_eq!(all.len(), 2);
         assert_eq!(crate::batch::base_offset(&all[1]), Some(3));
         // offset inside the first batch returns that batch
-        let mid = log.read(2, 4, 1 << 20).unwrap();
+        let mid = split(log.read(2, 4, 1 << 20).unwrap());
         assert_eq!(crate::batch::base_offset(&mid[0]), Some(0));
         // max_bytes smaller than one batch still returns one batch
-        assert_eq!(log.read(0, 4, 1).unwrap().len(), 1);
+        assert_eq!(split(log.read(0, 4, 1).unwrap()).len(), 1);
         // end bounds what is visible
-        assert_eq!(log.read(0, 3, 1 << 20).unwrap().len(), 1);
-        assert!(log.read(4, 4, 1 << 20).unwrap().is_empty());
+        assert_eq!(split(log.read(0, 3, 1 << 20).unwrap()).len(), 1);
+        assert!(split(log.read(4, 4, 1 << 20).unwrap()).is_empty());
 
         assert_eq!(log.offset_for_timestamp(0).unwrap(), Some((0, 1000)));
         assert_eq!(log.offset_for_timestamp(1015).unwrap(), Some((2, 1020)));
