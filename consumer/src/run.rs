@@ -311,10 +311,12 @@ fn consumer(cfg: &ConsumeConfig, known: HashMap<i32, i64>) -> Result<KafkaConsum
         .set("fetch.wait.max.ms", "100")
         // librdkafka prefetches up to 64 MiB per consumer by default; a few batches suffice.
         .set("queued.max.messages.kbytes", "16384")
-        // Bigger fetches: the loader waits on fetch round trips otherwise (1 MiB per
-        // partition by default); +38% rows/s measured on 1M rows (docs/BENCHMARKS.md).
-        .set("max.partition.fetch.bytes", "8388608")
-        .set("fetch.max.bytes", "16777216")
+        // librdkafka's default 1 MiB per partition, at most 2 MiB per fetch. 8/16 MiB once
+        // looked 38% faster, but that was the fetch pause below; with it fixed, 1 MiB loads
+        // 1M rows in 2.4 s against 2.8-3.0 s and holds 69 MiB against 143 MiB
+        // (docs/BENCHMARKS.md, 2026-11-30).
+        .set("max.partition.fetch.bytes", "1048576")
+        .set("fetch.max.bytes", "2097152")
         // Once its queue holds more than queued.min.messages (100k), librdkafka stops
         // fetching and looks again after fetch.queue.backoff.ms, 1 s by default: the loader
         // drained the queue long before that and sat idle (the consumer used 22% of a core
