@@ -410,26 +410,24 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Where reading from `offset` starts: `(file, path, position, end)` of that segment
-    /// and of every later one.
-    fn plan(&self, offset: i64) -> Vec<(Arc<File>, PathBuf, u64, u64)> {
+    /// Index of the segment holding `offset` (segments are only ever added at the end, so
+    /// indexes stay valid).
+    fn segment_holding(&self, offset: i64) -> usize {
         let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
-        let first = segments
+        segments
             .partition_point(|s| s.base <= offset)
-            .saturating_sub(1);
-        segments[first..]
-            .iter()
-            .enumerate()
-            .map(|(i, s)| {
-                let pos = if i == 0 {
-                    let e = s.index.partition_point(|e| e.offset <= offset);
-                    s.index.get(e.wrapping_sub(1)).map_or(0, |e| e.pos)
-                } else {
-                    0
-                };
-                (s.file.clone(), s.path.clone(), pos, s.end)
-            })
-            .collect()
+            .saturating_sub(1)
+    }
+
+    /// Segment `i` as `(file, path, position, end)`: where a read of `offset` starts in it
+    /// (by the index if the offset is in it, else 0) and where its batches end. `None` past
+    /// the last segment. One lookup per segment a read touches.
+    fn segment_for_read(&self, i: usize, offset: i64) -> Option<(Arc<File>, PathBuf, u64, u64)> {
+        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        let s = segments.get(i)?;
+        let e = s.index.partition_point(|e| e.offset <= offset);
+        let pos = s.index.get(e.wrapping_sub(1)).map_or(0, |e| e.pos);
+        Some((s.file.clone(), s.path.clone(), pos, s.end))
     }
 }
 
@@ -550,7 +548,8 @@ impl Log for SegmentLog {
         // Batches read back to back from one buffer go out as one slice, so the fetch
         // response needs no copy to join them: (segment, buffer fill, first byte).
         let mut run: Option<(usize, u64, u64)> = None;
-        for (seg, (file, path, mut pos, seg_end)) in self.plan(offset).into_iter().enumerate() {
+        let mut seg = self.segment_holding(offset);
+        while let Some((file, path, mut pos, seg_end)) = self.segment_for_read(seg, offset) {
             let mut cur = Cursor::new(&file, &path, seg_end);
             while pos < seg_end {
                 let read_ahead = (max_bytes.saturating_sub(total))
@@ -595,6 +594,7 @@ impl Log for SegmentLog {
                     return Ok(out);
                 }
             }
+            seg += 1;
         }
         Ok(out)
     }
