@@ -90,11 +90,11 @@ pub struct BatchInfo {
     pub record_count: i32,
 }
 
-fn be_i64(b: &[u8], at: usize) -> i64 {
+pub(crate) fn be_i64(b: &[u8], at: usize) -> i64 {
     let mut s = &b[at..at + 8];
     s.get_i64()
 }
-fn be_i32(b: &[u8], at: usize) -> i32 {
+pub(crate) fn be_i32(b: &[u8], at: usize) -> i32 {
     let mut s = &b[at..at + 4];
     s.get_i32()
 }
@@ -119,6 +119,19 @@ pub fn info(b: &[u8]) -> Option<BatchInfo> {
         base_sequence: be_i32(b, 53),
         record_count: be_i32(b, 57),
     })
+}
+
+/// The CRC a whole batch (at least [`HEADER_LEN`] bytes) carries, and the one its bytes have.
+pub(crate) fn crcs(b: &[u8]) -> (u32, u32) {
+    (
+        be_i32(b, CRC_AT) as u32,
+        crc32c::crc32c(&b[ATTRIBUTES_AT..]),
+    )
+}
+
+/// Whether `b` (at least [`HEADER_LEN`] bytes) says it is a RecordBatch v2.
+pub(crate) fn is_v2(b: &[u8]) -> bool {
+    b[MAGIC_AT] == 2
 }
 
 /// Base offset of a stored batch. Panics never: `None` if too short.
@@ -156,8 +169,7 @@ pub fn validate(records: &[u8], max_bytes: usize) -> Result<BatchInfo, BatchErro
             limit: max_bytes,
         });
     }
-    let expected = be_i32(records, CRC_AT) as u32;
-    let actual = crc32c::crc32c(&records[ATTRIBUTES_AT..]);
+    let (expected, actual) = crcs(records);
     if expected != actual {
         return Err(BatchError::Crc { expected, actual });
     }

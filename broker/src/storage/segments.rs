@@ -35,7 +35,7 @@ use bytes::Bytes;
 
 use super::meta::{Durable, LogSet, SledMeta};
 use super::{idempotence, Appended, Log};
-use crate::batch::{self, BatchInfo, HEADER_LEN};
+use crate::batch::{self, be_i32, be_i64, BatchInfo, HEADER_LEN};
 use crate::error::StorageError;
 use crate::producer_state::{self, ProducerEntry};
 
@@ -55,18 +55,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
         path: path.display().to_string(),
         source,
     }
-}
-
-fn be_i64(b: &[u8], at: usize) -> i64 {
-    let mut raw = [0u8; 8];
-    raw.copy_from_slice(&b[at..at + 8]);
-    i64::from_be_bytes(raw)
-}
-
-fn be_i32(b: &[u8], at: usize) -> i32 {
-    let mut raw = [0u8; 4];
-    raw.copy_from_slice(&b[at..at + 4]);
-    i32::from_be_bytes(raw)
 }
 
 fn sync_dir(dir: &Path) -> Result<(), StorageError> {
@@ -213,7 +201,7 @@ fn header(cur: &mut Cursor, pos: u64, read_ahead: usize) -> Result<Option<Header
         return Ok(None);
     };
     let batch_length = be_i32(&h, 8);
-    if batch_length < (HEADER_LEN - 12) as i32 || h[16] != 2 {
+    if batch_length < (HEADER_LEN - 12) as i32 || !batch::is_v2(&h) {
         return Ok(None);
     }
     let Some(info) = batch::info(&h) else {
@@ -464,8 +452,8 @@ fn scan(
             let Some(whole) = cur.get(pos, h.len, read_ahead)? else {
                 return Ok(Some(format!("batch of {} bytes is cut off", h.len)));
             };
-            let stored = u32::from_be_bytes([whole[17], whole[18], whole[19], whole[20]]);
-            if crc32c::crc32c(&whole[21..]) != stored {
+            let (stored, actual) = batch::crcs(&whole);
+            if stored != actual {
                 return Ok(Some("CRC mismatch".into()));
             }
         } else if pos + h.len > len {
