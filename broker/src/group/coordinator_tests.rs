@@ -381,7 +381,6 @@ mod properties {
             let mut leader_of_generation: HashMap<i32, String> = HashMap::new();
             // member id -> last time the coordinator heard from or answered it
             let mut last_seen: HashMap<String, Millis> = HashMap::new();
-            let mut awaiting_join: HashMap<String, bool> = HashMap::new();
 
             for e in events {
                 let mut actions = Vec::new();
@@ -391,8 +390,7 @@ mod properties {
                         parked.insert(next_reply, (i, true));
                         let id = clients[i].member_id.clone();
                         if !id.is_empty() {
-                            last_seen.insert(id.clone(), now);
-                            awaiting_join.insert(id, true);
+                            last_seen.insert(id, now);
                         }
                         actions = c.join(now, next_reply, join_req(&clients[i].member_id, None));
                     }
@@ -434,7 +432,6 @@ mod properties {
                             if res.error == E::MemberIdRequired.code() || res.error == 0 {
                                 clients[i].member_id = res.member_id.clone();
                             }
-                            awaiting_join.insert(res.member_id.clone(), false);
                             if res.error == 0 {
                                 clients[i].generation = res.generation_id;
                                 last_seen.insert(res.member_id.clone(), now);
@@ -478,10 +475,10 @@ mod properties {
                 if matches!(e, Ev::Advance(_)) {
                     for m in &members {
                         // parked in JoinGroup or SyncGroup: kept alive, as in Kafka
-                        let waiting = awaiting_join.get(m).copied().unwrap_or(false)
-                            || parked
-                                .values()
-                                .any(|(i, is_join)| !is_join && clients[*i].member_id == *m);
+                        // (derived from the parked requests: a flag per member went stale
+                        // when an older JoinGroup of the same member was answered after a
+                        // newer one was parked)
+                        let waiting = parked.values().any(|(i, _)| clients[*i].member_id == *m);
                         let seen = last_seen.get(m).copied().unwrap_or(0);
                         prop_assert!(
                             waiting || now < seen + SESSION as Millis,
