@@ -38,6 +38,13 @@ pub struct ConsumeArgs {
     /// made before exiting.
     #[arg(long, env = "FINSTREAM_SYNCHRONOUS_COMMIT")]
     pub synchronous_commit: bool,
+    /// When a stored position no longer fits the log (offsets removed by retention or
+    /// DeleteRecords, a position past the end): `earliest` records the gap in
+    /// finstream_gaps and loads from the log start; `fail` stops with an error naming the
+    /// partition and offsets. A topic deleted and created again is always loaded from its
+    /// start (and recorded).
+    #[arg(long, env = "FINSTREAM_ON_GAP", default_value = "earliest")]
+    pub on_gap: finstream_consumer::OnGap,
     /// Metrics, health and status page on this HTTP address ("off" to disable).
     #[arg(long, env = "FINSTREAM_HTTP", default_value = "off")]
     pub http: String,
@@ -59,6 +66,7 @@ impl ConsumeArgs {
         cfg.kafka_properties = self.kafka.properties()?;
         cfg.stop_at_end = self.stop_at_end;
         cfg.synchronous_commit = self.synchronous_commit;
+        cfg.on_gap = self.on_gap;
         Ok(cfg)
     }
 }

@@ -1,18 +1,27 @@
 //! The operations HTTP endpoint (`--http HOST:PORT`): `/metrics` (Prometheus text),
 //! `/healthz` (alive), `/readyz` (ready to serve) and `/` (a status page that refreshes
-//! itself). A deliberately tiny HTTP/1.1 server: GET only, one request per connection,
-//! request heads capped at 8 KiB.
+//! itself). A deliberately tiny HTTP/1.1 server: GET and HEAD, one request per connection,
+//! request heads capped at 8 KiB and due within [`HEAD_DEADLINE`], at most
+//! [`MAX_CONNECTIONS`] at once (more wait in the kernel's backlog), and a pause after a
+//! failed accept (e.g. out of file descriptors) instead of a busy loop.
 
 use std::fmt::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use finstream_broker::state::State;
+
+/// Connections served at once.
+const MAX_CONNECTIONS: usize = 64;
+/// The whole request head must arrive within this long, however slowly it trickles in.
+const HEAD_DEADLINE: Duration = Duration::from_secs(5);
+/// Largest request head.
+const MAX_HEAD: usize = 8192;
 
 /// What the endpoint can report on.
 #[derive(Clone, Default)]
@@ -41,71 +50,117 @@ pub async fn serve(addr: &str, observed: Observed) -> anyhow::Result<SocketAddr>
     let local = listener.local_addr()?;
     tracing::info!(http = %local, "metrics and status on http://{local}/");
     let started = Instant::now();
-    tokio::spawn(async move {
-        loop {
-            let Ok((sock, _)) = listener.accept().await else {
-                continue;
-            };
-            let observed = observed.clone();
-            tokio::spawn(async move {
-                let _ = handle(sock, &observed, started).await;
-            });
-        }
-    });
+    tokio::spawn(accept_loop(listener, observed, started));
     Ok(local)
 }
 
-async fn handle(mut sock: TcpStream, observed: &Observed, started: Instant) -> std::io::Result<()> {
+async fn accept_loop(listener: TcpListener, observed: Observed, started: Instant) {
+    let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        let Ok(permit) = limit.clone().acquire_owned().await else {
+            return;
+        };
+        let sock = match listener.accept().await {
+            Ok((sock, _)) => sock,
+            Err(e) => {
+                // EMFILE and friends: wait and retry rather than spin.
+                tracing::warn!("HTTP accept failed: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(10);
+        let observed = observed.clone();
+        tokio::spawn(async move {
+            let _ = handle(sock, &observed, started).await;
+            drop(permit);
+        });
+    }
+}
+
+/// Reads the request head (up to the blank line), all of it within [`HEAD_DEADLINE`].
+async fn read_head(sock: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     let mut head = Vec::with_capacity(1024);
     let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(std::time::Duration::from_secs(5), sock.read(&mut buf))
-            .await
-            .map_err(|_| std::io::Error::other("timeout"))??;
-        if n == 0 || head.len() + n > 8192 {
-            return Ok(());
+    let read = async {
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = sock.read(&mut buf).await?;
+            if n == 0 || head.len() + n > MAX_HEAD {
+                return Ok(false);
+            }
+            head.extend_from_slice(&buf[..n]);
         }
-        head.extend_from_slice(&buf[..n]);
+        Ok::<_, std::io::Error>(true)
+    };
+    match tokio::time::timeout(HEAD_DEADLINE, read).await {
+        Ok(Ok(true)) => Ok(Some(head)),
+        Ok(Ok(false)) | Err(_) => Ok(None),
+        Ok(Err(e)) => Err(e),
     }
+}
+
+async fn handle(mut sock: TcpStream, observed: &Observed, started: Instant) -> std::io::Result<()> {
+    let Some(head) = read_head(&mut sock).await? else {
+        return Ok(());
+    };
     let line = String::from_utf8_lossy(&head);
     let mut parts = line.split_whitespace();
-    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
-    let (status, ctype, body) = if method != "GET" {
+    let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let path = target.split(['?', '#']).next().unwrap_or("");
+    let (status, ctype, body) = if method != "GET" && method != "HEAD" {
         (
             "405 Method Not Allowed",
             "text/plain",
-            "GET only\n".to_string(),
+            "GET or HEAD only\n".to_string(),
         )
     } else {
-        match path {
-            "/metrics" => (
-                "200 OK",
-                "text/plain; version=0.0.4",
-                metrics(observed, started),
-            ),
-            "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
-            "/readyz" => match readiness(observed).await {
-                Ok(()) => ("200 OK", "text/plain", "ready\n".to_string()),
-                Err(why) => (
-                    "503 Service Unavailable",
-                    "text/plain",
-                    format!("not ready: {why}\n"),
-                ),
-            },
-            "/" | "/index.html" => (
-                "200 OK",
-                "text/html; charset=utf-8",
-                status_page(observed, started),
-            ),
-            _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
-        }
+        route(path, observed, started).await
     };
-    let resp = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n\r\n{body}",
+    let mut resp = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {ctype}\r\nContent-Length: {}\r\nConnection: close\r\nCache-Control: no-store\r\n",
         body.len()
     );
+    if status.starts_with("405") {
+        resp.push_str("Allow: GET, HEAD\r\n");
+    }
+    resp.push_str("\r\n");
+    if method != "HEAD" {
+        resp.push_str(&body);
+    }
     sock.write_all(resp.as_bytes()).await?;
     sock.shutdown().await
+}
+
+/// The response to a GET of `path`: status, content type, body.
+async fn route(
+    path: &str,
+    observed: &Observed,
+    started: Instant,
+) -> (&'static str, &'static str, String) {
+    match path {
+        "/metrics" => (
+            "200 OK",
+            "text/plain; version=0.0.4",
+            metrics(observed, started),
+        ),
+        "/healthz" => ("200 OK", "text/plain", "ok\n".to_string()),
+        "/readyz" => match readiness(observed).await {
+            Ok(()) => ("200 OK", "text/plain", "ready\n".to_string()),
+            Err(why) => (
+                "503 Service Unavailable",
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
+        },
+        "/" | "/index.html" => (
+            "200 OK",
+            "text/html; charset=utf-8",
+            status_page(observed, started),
+        ),
+        _ => ("404 Not Found", "text/plain", "not found\n".to_string()),
+    }
 }
 
 async fn readiness(observed: &Observed) -> Result<(), String> {

@@ -234,3 +234,143 @@ fn producer_metrics_while_sending() {
     let status = producer.wait().unwrap();
     assert_eq!(status.code(), Some(1), "undelivered rows give exit code 1");
 }
+
+/// Sends `raw` and reads until the server closes: (response, time until closed).
+fn exchange(addr: &str, raw: &[u8]) -> (String, Duration) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(raw).unwrap();
+    let t = std::time::Instant::now();
+    let mut resp = Vec::new();
+    let _ = s.read_to_end(&mut resp);
+    (String::from_utf8_lossy(&resp).into_owned(), t.elapsed())
+}
+
+/// Open file descriptors of `pid` that are sockets.
+fn sockets_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| {
+            d.filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+                .filter(|l| l.to_string_lossy().starts_with("socket:"))
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// User + system CPU seconds of `pid` so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses): utime and stime are the
+    // 12th and 13th of them, in clock ticks (100 per second on Linux).
+    let after = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = after.split_whitespace().collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+/// HEAD and query strings work; a request head that trickles in is cut off at one deadline
+/// for the whole head; no more than the connection cap are held at once.
+#[test]
+fn head_query_strings_slow_heads_and_the_connection_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BinaryBroker::start(dir.path());
+    let http = broker.http.clone();
+
+    let (resp, _) = exchange(&http, b"HEAD /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{resp}");
+    let len: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Content-Length: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        len > 100 && body.is_empty(),
+        "HEAD: length {len}, body {body:?}"
+    );
+    let (code, metrics) = get(&http, "/metrics?name[]=finstream_broker_up#x");
+    assert_eq!(code, 200);
+    assert!(metrics.contains("finstream_uptime_seconds"), "{metrics}");
+    assert_eq!(get(&http, "/healthz?probe=k8s"), (200, "ok\n".to_string()));
+    let (resp, _) = exchange(&http, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert!(resp.starts_with("HTTP/1.1 405") && resp.contains("Allow: GET, HEAD"));
+
+    // A byte every 500 ms, forever: closed once the head deadline (5 s) passes.
+    let mut slow = TcpStream::connect(&http).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut writer = slow.try_clone().unwrap();
+    std::thread::spawn(move || {
+        let _ = writer.write_all(b"GET / HTTP/1.1\r\n");
+        for _ in 0..120 {
+            std::thread::sleep(Duration::from_millis(500));
+            if writer.write_all(b"X").is_err() {
+                return;
+            }
+        }
+    });
+    let t = std::time::Instant::now();
+    let mut sink = Vec::new();
+    let _ = slow.read_to_end(&mut sink);
+    assert!(
+        t.elapsed() < Duration::from_secs(15),
+        "a trickling head held the connection for {:?}",
+        t.elapsed()
+    );
+    assert!(sink.is_empty(), "nothing is answered to an incomplete head");
+
+    // 200 idle connections: at most 64 are accepted at a time, the rest wait.
+    let pid = broker.child.id();
+    let before = sockets_of(pid);
+    let idle: Vec<TcpStream> = (0..200)
+        .map(|_| TcpStream::connect(&http).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    let held = sockets_of(pid) - before;
+    assert!(held <= 64, "{held} idle connections held");
+    drop(idle);
+    let (code, _) = poll(&http, "/healthz", |c, _| c == 200);
+    assert_eq!(code, 200, "served again once the idle ones are gone");
+}
+
+/// Out of file descriptors, the HTTP endpoint waits between accept attempts instead of
+/// spinning on the error; it serves again once descriptors are free.
+#[test]
+fn failed_accepts_pause_instead_of_spinning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("sh");
+    cmd.args([
+        "-c",
+        "ulimit -n 64 && exec \"$0\" \"$@\"",
+        finstream_bin(),
+        "broker",
+    ])
+    .args([
+        "--listen",
+        "127.0.0.1:0",
+        "--http",
+        "127.0.0.1:0",
+        "--data-dir",
+    ])
+    .arg(dir.path());
+    let (mut child, addrs) = spawn_reporting(&mut cmd, "broker-64-fds");
+    let http = wait_for_addresses(&addrs, &["listen", "http"]).remove(1);
+    let pid = child.id();
+    // Idle connections until the process has no descriptor left to accept with.
+    let conns: Vec<TcpStream> = (0..80)
+        .map(|_| TcpStream::connect(&http).unwrap())
+        .collect();
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu = cpu_seconds(pid);
+    std::thread::sleep(Duration::from_secs(3));
+    let used = cpu_seconds(pid) - cpu;
+    assert!(
+        used < 1.0,
+        "{used:.2} CPU seconds in 3 s while accept fails: a busy loop"
+    );
+    drop(conns);
+    let (code, _) = poll(&http, "/healthz", |c, _| c == 200);
+    assert_eq!(code, 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}

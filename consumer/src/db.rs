@@ -3,22 +3,29 @@
 //! `COPY rows` + `INSERT dead letters` + compare-and-set of each partition's next offset.
 
 use std::collections::HashMap;
-use std::pin::pin;
 
-use futures_util::SinkExt;
-use tokio_postgres::error::SqlState;
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{Client, Config, NoTls, Transaction};
 
-/// Errors talking to PostgreSQL.
+use crate::copy::{self, CopyRows};
+use crate::gap::{Gap, Stored};
+use crate::pgerror::{self, Kind};
+
+/// Errors talking to PostgreSQL. Each prints the SQLSTATE, message, detail, hint and
+/// context PostgreSQL gave, and what the consumer was doing.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum DbError {
     /// The connection failed or was lost; worth retrying.
-    #[error("PostgreSQL unavailable: {0}")]
+    #[error("PostgreSQL unavailable: {}", pgerror::describe(.0))]
     Unavailable(tokio_postgres::Error),
     /// A statement failed for a reason retrying will not fix.
-    #[error("PostgreSQL error: {0}")]
-    Fatal(tokio_postgres::Error),
+    #[error("PostgreSQL {}{}", pgerror::describe(.error), .context)]
+    Fatal {
+        /// PostgreSQL's error.
+        error: tokio_postgres::Error,
+        /// What was being done (`, while ...`), or empty.
+        context: String,
+    },
     /// The target table exists with a different shape.
     #[error("table {table} exists but does not have the expected columns: {detail}")]
     TableShape {
@@ -37,10 +44,13 @@ pub enum DbError {
 
 impl From<tokio_postgres::Error> for DbError {
     fn from(e: tokio_postgres::Error) -> Self {
-        if is_transient(&e) {
+        if pgerror::kind(&e) == Kind::Unavailable {
             DbError::Unavailable(e)
         } else {
-            DbError::Fatal(e)
+            DbError::Fatal {
+                error: e,
+                context: String::new(),
+            }
         }
     }
 }
@@ -50,22 +60,15 @@ impl DbError {
     pub fn is_transient(&self) -> bool {
         matches!(self, DbError::Unavailable(_))
     }
-}
 
-/// Connection-level problems, server shutdown/restart, and transaction conflicts.
-fn is_transient(e: &tokio_postgres::Error) -> bool {
-    if e.is_closed() {
-        return true;
-    }
-    match e.code() {
-        None => true, // I/O, connect, protocol errors: no SQLSTATE
-        Some(code) => {
-            let c = code.code();
-            c.starts_with("08") // connection exception
-                || c.starts_with("57P") // admin shutdown, crash shutdown, cannot connect now
-                || *code == SqlState::T_R_SERIALIZATION_FAILURE
-                || *code == SqlState::T_R_DEADLOCK_DETECTED
-                || *code == SqlState::TOO_MANY_CONNECTIONS
+    /// Adds what was being done to a fatal error.
+    fn context(self, what: impl FnOnce() -> String) -> Self {
+        match self {
+            DbError::Fatal { error, .. } => DbError::Fatal {
+                error,
+                context: format!(", while {}", what()),
+            },
+            other => other,
         }
     }
 }
@@ -139,40 +142,58 @@ pub async fn connect(config: &Config) -> Result<Client, DbError> {
 }
 
 /// Our own tables, versioned. Never edit an applied migration; add a new one.
-const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE IF NOT EXISTS {offsets} (
-         group_id   TEXT        NOT NULL,
-         topic      TEXT        NOT NULL,
-         partition  INTEGER     NOT NULL,
-         next_offset BIGINT     NOT NULL,
-         updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-         PRIMARY KEY (group_id, topic, partition)
-     );
-     CREATE TABLE IF NOT EXISTS {dead} (
-         id          BIGSERIAL   PRIMARY KEY,
-         group_id    TEXT        NOT NULL,
-         topic       TEXT        NOT NULL,
-         partition   INTEGER     NOT NULL,
-         \"offset\"  BIGINT      NOT NULL,
-         key         BYTEA,
-         value       BYTEA,
-         error       TEXT        NOT NULL,
-         received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-         UNIQUE (group_id, topic, partition, \"offset\")
-     );",
-)];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE IF NOT EXISTS {offsets} (
+             group_id   TEXT        NOT NULL,
+             topic      TEXT        NOT NULL,
+             partition  INTEGER     NOT NULL,
+             next_offset BIGINT     NOT NULL,
+             updated_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+             PRIMARY KEY (group_id, topic, partition)
+         );
+         CREATE TABLE IF NOT EXISTS {dead} (
+             id          BIGSERIAL   PRIMARY KEY,
+             group_id    TEXT        NOT NULL,
+             topic       TEXT        NOT NULL,
+             partition   INTEGER     NOT NULL,
+             \"offset\"  BIGINT      NOT NULL,
+             key         BYTEA,
+             value       BYTEA,
+             error       TEXT        NOT NULL,
+             received_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+             UNIQUE (group_id, topic, partition, \"offset\")
+         );",
+    ),
+    (
+        2,
+        "ALTER TABLE {offsets} ADD COLUMN IF NOT EXISTS topic_id TEXT;
+         CREATE TABLE IF NOT EXISTS {gaps} (
+             id             BIGSERIAL   PRIMARY KEY,
+             group_id       TEXT        NOT NULL,
+             topic          TEXT        NOT NULL,
+             partition      INTEGER     NOT NULL,
+             kind           TEXT        NOT NULL,
+             stored_offset  BIGINT      NOT NULL,
+             resumed_at     BIGINT      NOT NULL,
+             log_start      BIGINT      NOT NULL,
+             high_watermark BIGINT      NOT NULL,
+             old_topic_id   TEXT,
+             new_topic_id   TEXT,
+             detail         TEXT        NOT NULL,
+             detected_at    TIMESTAMPTZ NOT NULL DEFAULT now()
+         );",
+    ),
+];
 
 /// The PostgreSQL side of one consumer.
 pub struct Sink {
     table: TableName,
     offsets: String,
     dead: String,
+    gaps: String,
 }
-
-/// CopyData messages of at most this size (PostgreSQL accepts larger ones; this keeps the
-/// connection's buffers small).
-const COPY_PIECE: usize = 256 * 1024;
 
 /// One good row.
 #[derive(Debug, Clone, PartialEq)]
@@ -181,52 +202,6 @@ pub struct Row {
     pub amount: f64,
     /// Cleaned description.
     pub description: String,
-}
-
-/// Good rows of a batch, already encoded in PostgreSQL's binary COPY format
-/// (`amount float8, description text`), so a batch is one buffer sent as a few large
-/// CopyData messages rather than a write per row.
-#[derive(Debug, Default)]
-pub struct CopyRows {
-    buf: Vec<u8>,
-    rows: usize,
-}
-
-/// Binary COPY signature, flags and header-extension length.
-const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
-
-impl CopyRows {
-    /// Appends one row. A description longer than PostgreSQL's 1 GB field limit cannot come
-    /// from a Kafka message, so the length always fits.
-    pub fn push(&mut self, amount: f64, description: &str) {
-        if self.buf.is_empty() {
-            self.buf.reserve(64 * 1024);
-            self.buf.extend_from_slice(COPY_HEADER);
-        }
-        let len = i32::try_from(description.len()).unwrap_or(i32::MAX);
-        self.buf.extend_from_slice(&2i16.to_be_bytes());
-        self.buf.extend_from_slice(&8i32.to_be_bytes());
-        self.buf.extend_from_slice(&amount.to_bits().to_be_bytes());
-        self.buf.extend_from_slice(&len.to_be_bytes());
-        self.buf.extend_from_slice(description.as_bytes());
-        self.rows += 1;
-    }
-
-    /// Rows held.
-    pub fn len(&self) -> usize {
-        self.rows
-    }
-
-    /// Whether no row is held.
-    pub fn is_empty(&self) -> bool {
-        self.rows == 0
-    }
-
-    /// The complete COPY stream (header, rows, trailer).
-    fn into_stream(mut self) -> bytes::Bytes {
-        self.buf.extend_from_slice(&(-1i16).to_be_bytes());
-        bytes::Bytes::from(self.buf)
-    }
 }
 
 /// One poison message.
@@ -256,11 +231,28 @@ pub struct Advance {
     pub next: i64,
 }
 
+/// One batch, ready to commit.
+#[derive(Debug, Default)]
+pub struct BatchData {
+    /// Good rows.
+    pub rows: CopyRows,
+    /// Poison messages.
+    pub dead: Vec<DeadLetter>,
+    /// Offset advance per partition.
+    pub advances: HashMap<i32, Advance>,
+    /// The topic's id as last checked (`None`: unknown, the stored id is kept).
+    pub topic_id: Option<String>,
+}
+
 /// Result of writing a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Written {
-    /// Committed.
-    Committed,
+    /// Committed; `refused` rows PostgreSQL refused for their content went to the
+    /// dead-letter table instead of the table.
+    Committed {
+        /// Rows moved to the dead-letter table by PostgreSQL's verdict.
+        refused: usize,
+    },
     /// Another consumer moved a partition's offset first: rolled back, nothing written.
     Conflict,
 }
@@ -272,11 +264,29 @@ impl Sink {
         let sink = Sink {
             offsets: table.sibling("finstream_offsets"),
             dead: table.sibling("finstream_dead_letters"),
+            gaps: table.sibling("finstream_gaps"),
             table,
         };
-        let migrations = sink.table.sibling("finstream_schema_migrations");
         let tx = client.transaction().await?;
-        // Two consumers starting together must not both migrate.
+        sink.migrate(&tx).await?;
+        tx.batch_execute(&format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+                 id SERIAL PRIMARY KEY,
+                 amount FLOAT NOT NULL,
+                 description TEXT NOT NULL,
+                 timestamp TIMESTAMP DEFAULT CURRENT_TIMESTAMP)",
+            sink.table.quoted()
+        ))
+        .await?;
+        sink.check_shape(&tx).await?;
+        tx.commit().await?;
+        Ok(sink)
+    }
+
+    /// Applies the migrations not applied yet, under an advisory lock so that two consumers
+    /// starting together do not both migrate.
+    async fn migrate(&self, tx: &Transaction<'_>) -> Result<(), DbError> {
+        let migrations = self.table.sibling("finstream_schema_migrations");
         tx.execute("SELECT pg_advisory_xact_lock(7412049)", &[])
             .await?;
         tx.batch_execute(&format!(
@@ -295,8 +305,9 @@ impl Sink {
                 .is_some();
             if !done {
                 let sql = sql
-                    .replace("{offsets}", &sink.offsets)
-                    .replace("{dead}", &sink.dead);
+                    .replace("{offsets}", &self.offsets)
+                    .replace("{dead}", &self.dead)
+                    .replace("{gaps}", &self.gaps);
                 tx.batch_execute(&sql).await?;
                 tx.execute(
                     &format!("INSERT INTO {migrations} (version) VALUES ($1)"),
@@ -306,64 +317,62 @@ impl Sink {
                 tracing::info!(version, "applied schema migration");
             }
         }
-        tx.batch_execute(&format!(
-            "CREATE TABLE IF NOT EXISTS {} (
-                 id SERIAL PRIMARY KEY,
-                 amount FLOAT NOT NULL,
-                 description TEXT NOT NULL,
-                 timestamp TIMESTAMP DEFAULT CURRENT_TIMESTAMP)",
-            sink.table.quoted()
-        ))
-        .await?;
-        let schema = sink.table.schema.clone();
+        Ok(())
+    }
+
+    /// Refuses a target table without `amount double precision` and `description text`.
+    async fn check_shape(&self, tx: &Transaction<'_>) -> Result<(), DbError> {
         let columns = tx
             .query(
                 "SELECT column_name::text, data_type::text FROM information_schema.columns
                  WHERE table_name = $1
                    AND table_schema = COALESCE($2, current_schema())",
-                &[&sink.table.name, &schema],
+                &[&self.table.name, &self.table.schema],
             )
             .await?;
         let columns: HashMap<String, String> =
             columns.iter().map(|r| (r.get(0), r.get(1))).collect();
         for (col, ty) in [("amount", "double precision"), ("description", "text")] {
-            match columns.get(col) {
-                Some(t) if t == ty => {}
-                Some(t) => {
-                    return Err(DbError::TableShape {
-                        table: sink.table.to_string(),
-                        detail: format!("column {col} is {t}, expected {ty}"),
-                    })
-                }
-                None => {
-                    return Err(DbError::TableShape {
-                        table: sink.table.to_string(),
-                        detail: format!("no column {col}"),
-                    })
-                }
-            }
+            let detail = match columns.get(col) {
+                Some(t) if t == ty => continue,
+                Some(t) => format!("column {col} is {t}, expected {ty}"),
+                None => format!("no column {col}"),
+            };
+            return Err(DbError::TableShape {
+                table: self.table.to_string(),
+                detail,
+            });
         }
-        tx.commit().await?;
-        Ok(sink)
+        Ok(())
     }
 
-    /// The stored next offset of every partition of `topic` for `group`.
+    /// The stored next offset and topic id of every partition of `topic` for `group`.
     pub async fn positions(
         &self,
         client: &Client,
         group: &str,
         topic: &str,
-    ) -> Result<HashMap<i32, i64>, DbError> {
+    ) -> Result<HashMap<i32, Stored>, DbError> {
         let rows = client
             .query(
                 &format!(
-                    "SELECT partition, next_offset FROM {} WHERE group_id = $1 AND topic = $2",
+                    "SELECT partition, next_offset, topic_id FROM {}
+                     WHERE group_id = $1 AND topic = $2",
                     self.offsets
                 ),
                 &[&group, &topic],
             )
             .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let stored = Stored {
+                    next: r.get(1),
+                    topic_id: r.get(2),
+                };
+                (r.get(0), stored)
+            })
+            .collect())
     }
 
     /// Makes every earlier commit of this connection durable: a transaction with
@@ -391,67 +400,127 @@ impl Sink {
     }
 
     /// Writes one batch in one transaction: rows by binary COPY, dead letters, and the
-    /// compare-and-set of every partition's offset. Nothing is written on conflict.
+    /// compare-and-set of every partition's offset. Nothing is written on conflict. Rows
+    /// PostgreSQL refuses for their content go to the dead-letter table (see [`copy`]).
     pub async fn write(
         &self,
         client: &mut Client,
         group: &str,
         topic: &str,
-        rows: CopyRows,
-        dead: &[DeadLetter],
-        advances: &HashMap<i32, Advance>,
+        batch: BatchData,
     ) -> Result<Written, DbError> {
-        let tx = client.transaction().await?;
+        let BatchData {
+            rows,
+            mut dead,
+            advances,
+            topic_id,
+        } = batch;
+        let what = || describe_batch(topic, &advances);
+        let rows = rows.freeze();
+        let sql = copy::copy_sql(&self.table.quoted());
+        let mut tx = client.transaction().await?;
+        let mut refused = 0;
         if !rows.is_empty() {
-            let sink = tx
-                .copy_in::<_, bytes::Bytes>(&format!(
-                    "COPY {} (amount, description) FROM STDIN BINARY",
-                    self.table.quoted()
-                ))
-                .await?;
-            let mut sink = pin!(sink);
-            let mut stream = rows.into_stream();
-            while !stream.is_empty() {
-                let piece = stream.split_to(stream.len().min(COPY_PIECE));
-                sink.as_mut().send(piece).await?;
-            }
-            sink.as_mut().finish().await?;
-        }
-        if !dead.is_empty() {
-            let stmt = tx
-                .prepare(&format!(
-                    "INSERT INTO {} (group_id, topic, partition, \"offset\", key, value, error)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)
-                     ON CONFLICT (group_id, topic, partition, \"offset\") DO NOTHING",
-                    self.dead
-                ))
-                .await?;
-            for d in dead {
-                tx.execute(
-                    &stmt,
-                    &[
-                        &group,
-                        &d.topic,
-                        &d.partition,
-                        &d.offset,
-                        &d.key,
-                        &d.value,
-                        &d.error,
-                    ],
-                )
-                .await?;
+            if let Err(e) = copy::copy_all(&tx, &sql, &rows).await {
+                if pgerror::kind(&e) != Kind::Row {
+                    return Err(DbError::from(e).context(what));
+                }
+                tracing::warn!(
+                    "{}: PostgreSQL refused a row ({}); loading the batch again without \
+                     the rows it refuses",
+                    what(),
+                    pgerror::describe(&e)
+                );
+                tx.rollback().await?;
+                tx = client.transaction().await?;
+                let hint = pgerror::copy_line(&e).map(|line| line - 1);
+                let out = copy::copy_sorting_out(&tx, &sql, &rows, topic, hint)
+                    .await
+                    .map_err(|e| DbError::from(e).context(what))?;
+                for d in &out {
+                    tracing::warn!(
+                        topic = %d.topic, partition = d.partition, offset = d.offset,
+                        "row to the dead-letter table: {}", d.error
+                    );
+                }
+                refused = out.len();
+                dead.extend(out);
             }
         }
+        self.insert_dead_letters(&tx, group, &dead)
+            .await
+            .map_err(|e| e.context(what))?;
+        let moved = self
+            .advance(&tx, group, topic, &advances, topic_id.as_deref())
+            .await
+            .map_err(|e| e.context(what))?;
+        if !moved {
+            tx.rollback().await?;
+            return Ok(Written::Conflict);
+        }
+        tx.commit().await?;
+        Ok(Written::Committed { refused })
+    }
+
+    async fn insert_dead_letters(
+        &self,
+        tx: &Transaction<'_>,
+        group: &str,
+        dead: &[DeadLetter],
+    ) -> Result<(), DbError> {
+        if dead.is_empty() {
+            return Ok(());
+        }
+        let stmt = tx
+            .prepare(&format!(
+                "INSERT INTO {} (group_id, topic, partition, \"offset\", key, value, error)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)
+                 ON CONFLICT (group_id, topic, partition, \"offset\") DO NOTHING",
+                self.dead
+            ))
+            .await?;
+        for d in dead {
+            // PostgreSQL text cannot hold NUL; an error message quoting input might.
+            let error = d.error.replace('\0', "\\0");
+            tx.execute(
+                &stmt,
+                &[
+                    &group,
+                    &d.topic,
+                    &d.partition,
+                    &d.offset,
+                    &d.key,
+                    &d.value,
+                    &error,
+                ],
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Compare-and-set of every partition's next offset (and its topic id, when known).
+    /// False if another consumer moved one first.
+    async fn advance(
+        &self,
+        tx: &Transaction<'_>,
+        group: &str,
+        topic: &str,
+        advances: &HashMap<i32, Advance>,
+        topic_id: Option<&str>,
+    ) -> Result<bool, DbError> {
         let update = tx
             .prepare(&format!(
-                "UPDATE {} SET next_offset = $4, updated_at = now()
+                "UPDATE {} SET next_offset = $4, topic_id = COALESCE($6, topic_id),
+                     updated_at = now()
                  WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $5",
                 self.offsets
             ))
             .await?;
         let insert = tx
             .prepare(&format!(
-                "INSERT INTO {} (group_id, topic, partition, next_offset) VALUES ($1, $2, $3, $4)
+                "INSERT INTO {} (group_id, topic, partition, next_offset, topic_id)
+                 VALUES ($1, $2, $3, $4, $5)
                  ON CONFLICT DO NOTHING",
                 self.offsets
             ))
@@ -459,11 +528,14 @@ impl Sink {
         for (partition, adv) in advances {
             let n = match adv.expected {
                 Some(expected) => {
-                    tx.execute(&update, &[&group, &topic, partition, &adv.next, &expected])
-                        .await?
+                    tx.execute(
+                        &update,
+                        &[&group, &topic, partition, &adv.next, &expected, &topic_id],
+                    )
+                    .await?
                 }
                 None => {
-                    tx.execute(&insert, &[&group, &topic, partition, &adv.next])
+                    tx.execute(&insert, &[&group, &topic, partition, &adv.next, &topic_id])
                         .await?
                 }
             };
@@ -474,37 +546,86 @@ impl Sink {
                     expected = ?adv.expected,
                     "offset moved by another consumer; batch rolled back"
                 );
-                tx.rollback().await?;
-                return Ok(Written::Conflict);
+                return Ok(false);
             }
         }
-        tx.commit().await?;
-        Ok(Written::Committed)
+        Ok(true)
     }
+
+    /// Records a gap (see [`crate::gap`]) and moves the partition's position to where
+    /// loading resumes, in one transaction, by compare-and-set from `stored`. Conflict if
+    /// another consumer moved the position first.
+    pub async fn record_gap(
+        &self,
+        client: &mut Client,
+        group: &str,
+        topic: &str,
+        partition: i32,
+        gap: &Gap,
+    ) -> Result<Written, DbError> {
+        let (old_id, new_id) = match &gap.kind {
+            crate::gap::GapKind::TopicRecreated { old, new } => (Some(old), Some(new)),
+            _ => (None, gap.live.topic_id.as_ref()),
+        };
+        let tx = client.transaction().await?;
+        let adv = HashMap::from([(
+            partition,
+            Advance {
+                expected: Some(gap.stored),
+                next: gap.resume_at(),
+            },
+        )]);
+        if !self
+            .advance(&tx, group, topic, &adv, new_id.map(String::as_str))
+            .await?
+        {
+            tx.rollback().await?;
+            return Ok(Written::Conflict);
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (group_id, topic, partition, kind, stored_offset, resumed_at,
+                     log_start, high_watermark, old_topic_id, new_topic_id, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                self.gaps
+            ),
+            &[
+                &group,
+                &topic,
+                &partition,
+                &gap.kind.name(),
+                &gap.stored,
+                &gap.resume_at(),
+                &gap.live.log_start,
+                &gap.live.high_watermark,
+                &old_id,
+                &new_id,
+                &gap.describe(topic, partition),
+            ],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Written::Committed { refused: 0 })
+    }
+}
+
+/// `topic t partitions 0 [5..9], 1 [17..17]`: which offsets a batch holds, for errors.
+fn describe_batch(topic: &str, advances: &HashMap<i32, Advance>) -> String {
+    let mut parts: Vec<_> = advances.iter().collect();
+    parts.sort_by_key(|(p, _)| **p);
+    let list: Vec<String> = parts
+        .iter()
+        .map(|(p, a)| match a.expected {
+            Some(from) => format!("{p} offsets {from}..{}", a.next - 1),
+            None => format!("{p} offsets up to {}", a.next - 1),
+        })
+        .collect();
+    format!("loading topic {topic} partition {}", list.join(", "))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn copy_rows_are_postgres_binary_copy_format() {
-        let mut rows = CopyRows::default();
-        assert!(rows.is_empty());
-        rows.push(0.5, "ab");
-        rows.push(-1.0, "");
-        assert_eq!(rows.len(), 2);
-        let mut want = b"PGCOPY\n\xff\r\n\0".to_vec();
-        want.extend([0, 0, 0, 0, 0, 0, 0, 0]); // flags, header extension length
-        want.extend([0, 2, 0, 0, 0, 8]);
-        want.extend(0.5f64.to_be_bytes());
-        want.extend([0, 0, 0, 2, b'a', b'b']);
-        want.extend([0, 2, 0, 0, 0, 8]);
-        want.extend((-1.0f64).to_be_bytes());
-        want.extend([0, 0, 0, 0]);
-        want.extend([0xff, 0xff]); // trailer: -1 fields
-        assert_eq!(rows.into_stream().as_ref(), &want[..]);
-    }
 
     #[test]
     fn table_names_are_validated_and_quoted() {

@@ -4,14 +4,27 @@
 //! (dead-letter table) and its partitions' next offsets (compare-and-set) are committed in
 //! one PostgreSQL transaction; see [`run`] for the whole protocol.
 //!
+//! * [`config`]: what a run is given and reports;
 //! * [`db`]: connection, migrations, the batch transaction;
+//! * [`copy`]: rows in binary COPY format; rows PostgreSQL refuses become dead letters;
+//! * [`pgerror`]: which PostgreSQL errors are retried, dead-lettered or fatal;
+//! * [`gap`]: whether a stored position still fits its log (recreated topics, retention);
+//! * [`topic_id`]: a topic's id, through librdkafka;
 //! * [`message`]: decoding message values, poison detection;
 //! * [`run`]: the consumer loop.
 
+pub mod config;
+pub mod copy;
 pub mod db;
+pub mod gap;
 pub mod message;
+pub mod pgerror;
+mod positions;
 pub mod run;
 pub mod stats;
+pub mod topic_id;
 
-pub use run::{pg_config, run, ConsumeConfig, ConsumeError, Summary, Targets};
+pub use config::{pg_config, ConsumeConfig, ConsumeError, Summary, Targets};
+pub use gap::OnGap;
+pub use run::run;
 pub use stats::Stats;

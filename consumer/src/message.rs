@@ -2,7 +2,8 @@
 
 use std::borrow::Cow;
 
-use crate::db::{CopyRows, Row};
+use crate::copy::{CopyRows, Origin};
+use crate::db::Row;
 
 #[derive(serde::Deserialize)]
 struct Typed<'a> {
@@ -22,10 +23,10 @@ pub fn parse(value: Option<&[u8]>) -> Result<Row, String> {
 }
 
 /// Like [`parse`], but appends the row straight to a batch's COPY buffer (no copy of the
-/// description unless it has JSON escapes).
-pub fn parse_into(value: Option<&[u8]>, rows: &mut CopyRows) -> Result<(), String> {
-    let (amount, description) = decode(value)?;
-    rows.push(amount, &description);
+/// description unless it has JSON escapes), remembering where it came from.
+pub fn parse_into(origin: Origin<'_>, rows: &mut CopyRows) -> Result<(), String> {
+    let (amount, description) = decode(origin.value)?;
+    rows.push(amount, &description, origin);
     Ok(())
 }
 
@@ -33,12 +34,17 @@ pub fn parse_into(value: Option<&[u8]>, rows: &mut CopyRows) -> Result<(), Strin
 fn decode(value: Option<&[u8]>) -> Result<(f64, Cow<'_, str>), String> {
     let value = value.ok_or("message has no value (null)")?;
     // Fast path: straight into the row. Anything it refuses is diagnosed below.
-    if let Ok(t) = serde_json::from_slice::<Typed<'_>>(value) {
-        if t.amount.is_finite() {
-            return Ok((t.amount, t.description));
-        }
+    let (amount, description) = match serde_json::from_slice::<Typed<'_>>(value) {
+        Ok(t) if t.amount.is_finite() => (t.amount, t.description),
+        _ => diagnose(value).map(|row| (row.amount, Cow::Owned(row.description)))?,
+    };
+    if description.as_bytes().contains(&0) {
+        return Err(
+            "description contains a NUL character (\\u0000), which PostgreSQL text cannot store"
+                .into(),
+        );
     }
-    diagnose(value).map(|row| (row.amount, Cow::Owned(row.description)))
+    Ok((amount, description))
 }
 
 /// The slow path for values the fast path refused: says precisely what is wrong.
@@ -91,6 +97,7 @@ mod tests {
             ),
             (br#"{"description": "x", "amount": NaN}"#, "not JSON"),
             (br#"{"description": "x", "amount": 1e999}"#, "not JSON"),
+            (br#"{"description": "a\u0000b", "amount": 0.5}"#, "NUL"),
         ] {
             let e = parse(Some(bad)).unwrap_err();
             assert!(e.contains(why), "{bad:?}: {e}");

@@ -26,113 +26,13 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio_postgres::Client;
 
-use crate::db::{self, Advance, CopyRows, DbError, DeadLetter, Sink, TableName, Written};
+use crate::config::{ConsumeConfig, ConsumeError, Summary, Targets};
+use crate::copy::Origin;
+use crate::db::{self, Advance, BatchData, DbError, DeadLetter, Sink, TableName, Written};
 use crate::message;
 use crate::stats::Stats;
 
-/// Everything a consumer run needs.
-#[derive(Debug, Clone)]
-pub struct ConsumeConfig {
-    /// Kafka bootstrap servers.
-    pub bootstrap_servers: String,
-    /// Topic to load.
-    pub topic: String,
-    /// Consumer group.
-    pub group: String,
-    /// PostgreSQL connection settings.
-    pub pg: tokio_postgres::Config,
-    /// Target table (`NAME` or `SCHEMA.NAME`).
-    pub table: String,
-    /// A batch closes at this many messages...
-    pub batch_size: usize,
-    /// ...or this long after its first message, whichever comes first.
-    pub batch_timeout: Duration,
-    /// librdkafka properties, applied after our defaults.
-    pub kafka_properties: Vec<(String, String)>,
-    /// Exit once everything up to the high watermarks seen at start is loaded.
-    pub stop_at_end: bool,
-    /// Longest wait between reconnection attempts.
-    pub max_backoff: Duration,
-    /// Live counters, shared with metrics endpoints.
-    pub stats: Arc<Stats>,
-    /// Wait for each batch's COMMIT to reach PostgreSQL's disk (`synchronous_commit = on`).
-    /// Off by default: rows and offsets still commit atomically, so a PostgreSQL crash can
-    /// only lose whole recent batches *and their offsets* together, and they are loaded again
-    /// from Kafka; a durable commit is made before the consumer exits.
-    pub synchronous_commit: bool,
-}
-
-impl ConsumeConfig {
-    /// Defaults for everything but the essentials.
-    pub fn new(
-        bootstrap_servers: &str,
-        topic: &str,
-        group: &str,
-        pg: tokio_postgres::Config,
-    ) -> Self {
-        ConsumeConfig {
-            bootstrap_servers: bootstrap_servers.to_string(),
-            topic: topic.to_string(),
-            group: group.to_string(),
-            pg,
-            table: "transactions".into(),
-            batch_size: 5000,
-            batch_timeout: Duration::from_millis(20),
-            kafka_properties: Vec::new(),
-            stop_at_end: false,
-            max_backoff: Duration::from_secs(5),
-            stats: Arc::default(),
-            synchronous_commit: false,
-        }
-    }
-}
-
-/// Errors that end a consumer run.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ConsumeError {
-    /// PostgreSQL refused something retrying will not fix (table shape, permissions...).
-    #[error(transparent)]
-    Db(#[from] DbError),
-    /// The Kafka client failed.
-    #[error("kafka: {0}")]
-    Kafka(#[from] KafkaError),
-}
-
-/// What a run did.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Summary {
-    /// Rows committed to the table.
-    pub rows_loaded: u64,
-    /// Poison messages committed to the dead-letter table.
-    pub dead_letters: u64,
-    /// Transactions committed.
-    pub batches: u64,
-    /// Batches rolled back and retried (PostgreSQL errors or offset conflicts).
-    pub retries: u64,
-    /// Wall-clock seconds.
-    pub seconds: f64,
-}
-
-impl std::fmt::Display for Summary {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let rate = if self.seconds > 0.0 {
-            self.rows_loaded as f64 / self.seconds
-        } else {
-            0.0
-        };
-        write!(
-            f,
-            "rows loaded {}, dead letters {}, batches {}, retries {}, {:.2} s, {rate:.0} rows/s",
-            self.rows_loaded, self.dead_letters, self.batches, self.retries, self.seconds
-        )
-    }
-}
-
-/// Target offsets: the run ends once PostgreSQL holds at least these for every partition.
-pub type Targets = HashMap<i32, i64>;
-
-struct Ctx {
+pub(crate) struct Ctx {
     rebalanced: AtomicBool,
     stats: Arc<Stats>,
     /// PostgreSQL's next offset per partition as last read or committed by this process:
@@ -141,7 +41,7 @@ struct Ctx {
     /// A stale entry behind the table is harmless (the compare-and-set refuses the batch);
     /// one ahead (asynchronous commits lost in a PostgreSQL crash) is replaced by what the
     /// table holds whenever the consumer repositions after a PostgreSQL failure.
-    pg_positions: std::sync::Mutex<HashMap<i32, i64>>,
+    pub(crate) pg_positions: std::sync::Mutex<HashMap<i32, i64>>,
 }
 
 impl ClientContext for Ctx {
@@ -246,36 +146,51 @@ impl ConsumerContext for Ctx {
     }
 }
 
-type KafkaConsumer = StreamConsumer<Ctx>;
+pub(crate) type KafkaConsumer = StreamConsumer<Ctx>;
 
 #[derive(Default)]
 struct Batch {
-    rows: CopyRows,
-    dead: Vec<DeadLetter>,
-    advances: HashMap<i32, Advance>,
+    data: BatchData,
     started: Option<Instant>,
 }
 
 impl Batch {
     fn len(&self) -> usize {
-        self.rows.len() + self.dead.len()
+        self.data.rows.len() + self.data.dead.len()
     }
 }
 
-struct Loader {
-    cfg: ConsumeConfig,
-    consumer: KafkaConsumer,
+/// What [`Loader::add`] did with a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Added {
+    /// In the batch (as a row or a dead letter).
+    Taken,
+    /// Already loaded (a redelivery): dropped.
+    Skipped,
+    /// Kafka restarted the partition well behind PostgreSQL's position: the position must
+    /// be checked against the log (a recreated topic, a reset) before going on.
+    Behind,
+}
+
+pub(crate) struct Loader {
+    pub(crate) cfg: ConsumeConfig,
+    pub(crate) consumer: KafkaConsumer,
     /// The connection; lent to the task committing a batch while one is [`InFlight`].
-    client: Option<Client>,
-    sink: Arc<Sink>,
+    pub(crate) client: Option<Client>,
+    pub(crate) sink: Arc<Sink>,
     /// The batch being committed while the next one is built.
     in_flight: Option<InFlight>,
-    /// PostgreSQL's next offset per partition, as last read or written by us.
-    positions: HashMap<i32, Option<i64>>,
-    summary: Summary,
+    /// PostgreSQL's next offset per partition, as last read or written by us, for the
+    /// partitions checked against their log since they were assigned.
+    pub(crate) positions: HashMap<i32, Option<i64>>,
+    /// The topic's id as last asked of the cluster (`None`: unknown or no ids).
+    pub(crate) topic_id: Option<String>,
+    /// When the topic's id was last asked.
+    pub(crate) topic_checked: Instant,
+    pub(crate) summary: Summary,
     /// Batches committed asynchronously that a PostgreSQL crash could still take back:
     /// (when, next offset per partition, rows, dead letters). Only for the counts reported.
-    unconfirmed: std::collections::VecDeque<Unconfirmed>,
+    pub(crate) unconfirmed: std::collections::VecDeque<Unconfirmed>,
 }
 
 /// A batch whose transaction runs in its own task, so PostgreSQL works on batch N while this
@@ -290,17 +205,18 @@ struct InFlight {
 
 /// A batch committed with `synchronous_commit = off`, kept for a while (PostgreSQL flushes
 /// its WAL within 3 x `wal_writer_delay`, 600 ms by default).
-struct Unconfirmed {
+pub(crate) struct Unconfirmed {
     at: Instant,
-    next: HashMap<i32, i64>,
-    rows: u64,
-    dead: u64,
+    pub(crate) next: HashMap<i32, i64>,
+    pub(crate) rows: u64,
+    pub(crate) dead: u64,
 }
 
 /// How long a batch stays [`Unconfirmed`].
 const UNCONFIRMED_FOR: Duration = Duration::from_secs(30);
 
-fn consumer(cfg: &ConsumeConfig, known: HashMap<i32, i64>) -> Result<KafkaConsumer, KafkaError> {
+/// The group consumer, not subscribed yet (positions are checked first).
+fn consumer(cfg: &ConsumeConfig) -> Result<KafkaConsumer, KafkaError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.bootstrap_servers)
         .set("group.id", &cfg.group)
@@ -330,9 +246,8 @@ fn consumer(cfg: &ConsumeConfig, known: HashMap<i32, i64>) -> Result<KafkaConsum
     let consumer: KafkaConsumer = c.create_with_context(Ctx {
         rebalanced: AtomicBool::new(false),
         stats: cfg.stats.clone(),
-        pg_positions: std::sync::Mutex::new(known),
+        pg_positions: std::sync::Mutex::new(HashMap::new()),
     })?;
-    consumer.subscribe(&[&cfg.topic])?;
     Ok(consumer)
 }
 
@@ -377,82 +292,45 @@ impl Loader {
     }
 
     /// The connection, when no batch has it (call [`Loader::settle`] first).
-    fn client(&self) -> Result<&Client, DbError> {
+    pub(crate) fn client(&self) -> Result<&Client, DbError> {
         self.client.as_ref().ok_or(DbError::Internal(
             "PostgreSQL connection used while lent to a commit",
         ))
     }
 
-    /// Where PostgreSQL says `partition` is; loads all positions on a miss (the caller
-    /// settles any batch in flight first).
-    async fn position(&mut self, partition: i32) -> Result<Option<i64>, DbError> {
-        if let Some(p) = self.positions.get(&partition) {
-            return Ok(*p);
-        }
-        let stored = self
-            .sink
-            .positions(self.client()?, &self.cfg.group, &self.cfg.topic)
-            .await?;
-        let p = stored.get(&partition).copied();
-        self.positions.insert(partition, p);
-        Ok(p)
-    }
-
-    /// Seeks one partition; returns whether librdkafka accepted it.
-    fn seek(&self, partition: i32, offset: Offset) -> bool {
-        let r = tokio::task::block_in_place(|| {
-            self.consumer
-                .seek(&self.cfg.topic, partition, offset, Duration::from_secs(5))
-        });
-        if let Err(e) = &r {
-            tracing::debug!(
-                partition,
-                "seek to {offset:?} failed (partition moved or not fetching yet?): {e}"
-            );
-        }
-        r.is_ok()
-    }
-
     /// Adds one message to the batch (or skips it if PostgreSQL already has it); `stored`
-    /// is PostgreSQL's position of the partition (see [`Loader::position`]). The message is
-    /// borrowed: a good row is encoded straight into the batch, only a dead letter is copied.
-    fn add(&self, batch: &mut Batch, stored: Option<i64>, m: Msg<'_>) {
-        let adv = batch.advances.get(&m.partition).copied();
+    /// is PostgreSQL's position of the partition (see [`Loader::reconcile`]). The message
+    /// is borrowed: a good row is encoded straight into the batch, only a dead letter is
+    /// copied.
+    fn add(&self, batch: &mut Batch, stored: Option<i64>, m: Origin<'_>) -> Added {
+        let data = &mut batch.data;
+        let adv = data.advances.get(&m.partition).copied();
         let already = adv.map(|a| a.next).or(stored);
         if let Some(next) = already {
             if m.offset < next {
-                if adv.is_none() && next - m.offset > 1 {
-                    // Kafka restarted this partition behind PostgreSQL: jump ahead.
-                    tracing::info!(
-                        partition = m.partition,
-                        from = m.offset,
-                        to = next,
-                        "skipping offsets already loaded"
-                    );
-                    self.seek(m.partition, Offset::Offset(next));
-                }
-                return;
+                return if adv.is_none() && next - m.offset > 1 {
+                    Added::Behind
+                } else {
+                    Added::Skipped
+                };
             }
         }
-        match message::parse_into(m.value, &mut batch.rows) {
-            Ok(()) => {}
-            Err(error) => {
-                tracing::warn!(
-                    topic = %self.cfg.topic, partition = m.partition, offset = m.offset,
-                    "poison message to the dead-letter table: {error}"
-                );
-                batch.dead.push(DeadLetter {
-                    topic: self.cfg.topic.clone(),
-                    partition: m.partition,
-                    offset: m.offset,
-                    key: m.key.map(<[u8]>::to_vec),
-                    value: m.value.map(<[u8]>::to_vec),
-                    error,
-                });
-            }
+        if let Err(error) = message::parse_into(m, &mut data.rows) {
+            tracing::warn!(
+                topic = %self.cfg.topic, partition = m.partition, offset = m.offset,
+                "poison message to the dead-letter table: {error}"
+            );
+            data.dead.push(DeadLetter {
+                topic: self.cfg.topic.clone(),
+                partition: m.partition,
+                offset: m.offset,
+                key: m.key.map(<[u8]>::to_vec),
+                value: m.value.map(<[u8]>::to_vec),
+                error,
+            });
         }
         let expected = adv.map_or(stored, |a| a.expected);
-        batch.advances.insert(
+        data.advances.insert(
             m.partition,
             Advance {
                 expected,
@@ -460,6 +338,7 @@ impl Loader {
             },
         );
         batch.started.get_or_insert_with(Instant::now);
+        Added::Taken
     }
 
     /// Hands the batch to a task that commits it, after settling the previous one. If that
@@ -477,30 +356,24 @@ impl Loader {
         if batch.len() == 0 {
             return Ok(());
         }
-        let Batch {
-            rows,
-            dead,
-            advances,
-            ..
-        } = std::mem::take(batch);
+        let mut data = std::mem::take(batch).data;
+        data.topic_id.clone_from(&self.topic_id);
         let mut client = self.client.take().ok_or(DbError::Internal(
             "no PostgreSQL connection to commit a batch with",
         ))?;
         // The next batch continues where this one ends (its compare-and-set expects it).
-        for (p, adv) in &advances {
+        for (p, adv) in &data.advances {
             self.positions.insert(*p, Some(adv.next));
         }
-        let (rows_n, dead_n) = (rows.len(), dead.len());
+        let (rows_n, dead_n) = (data.rows.len(), data.dead.len());
+        let advances = data.advances.clone();
         let (sink, group, topic) = (
             self.sink.clone(),
             self.cfg.group.clone(),
             self.cfg.topic.clone(),
         );
-        let task_advances = advances.clone();
         let task = tokio::spawn(async move {
-            let r = sink
-                .write(&mut client, &group, &topic, rows, &dead, &task_advances)
-                .await;
+            let r = sink.write(&mut client, &group, &topic, data).await;
             (client, r)
         });
         self.in_flight = Some(InFlight {
@@ -532,7 +405,8 @@ impl Loader {
             .map_err(|_| DbError::Internal("the task committing a batch panicked"))?;
         self.client = Some(client);
         match result {
-            Ok(Written::Committed) => {
+            Ok(Written::Committed { refused }) => {
+                let (rows, dead) = (rows - refused, dead + refused);
                 self.cfg.stats.committed(rows, dead, started.elapsed());
                 self.summary.rows_loaded += rows as u64;
                 self.summary.dead_letters += dead as u64;
@@ -616,107 +490,199 @@ impl Loader {
         let _ = self.consumer.resume(&assignment);
         Ok(())
     }
+}
 
-    /// Seeks every assigned partition to PostgreSQL's stored offset.
-    async fn reposition(&mut self) -> Result<(), DbError> {
-        self.positions.clear();
-        let stored = self
-            .sink
-            .positions(self.client()?, &self.cfg.group, &self.cfg.topic)
-            .await?;
-        // After a PostgreSQL crash, asynchronously committed batches may be gone: what this
-        // process remembered committing can be *ahead* of the table, so forget it.
-        if let Ok(mut known) = self.consumer.context().pg_positions.lock() {
-            *known = stored.clone();
-        }
-        // Batches the table no longer has were not loaded after all: uncount them.
-        for u in self.unconfirmed.drain(..) {
-            let lost = u
-                .next
-                .iter()
-                .any(|(p, next)| stored.get(p).is_none_or(|s| s < next));
-            if lost {
-                tracing::warn!(
-                    rows = u.rows,
-                    "a batch committed asynchronously was lost by PostgreSQL; loading it again"
-                );
-                self.summary.rows_loaded -= u.rows.min(self.summary.rows_loaded);
-                self.summary.dead_letters -= u.dead.min(self.summary.dead_letters);
-                self.summary.batches = self.summary.batches.saturating_sub(1);
-                self.cfg.stats.lost(u.rows, u.dead);
-            }
-        }
-        let assigned: Vec<i32> = self
-            .consumer
-            .assignment()
-            .unwrap_or_default()
-            .elements()
-            .iter()
-            .map(|e| e.partition())
-            .collect();
-        for p in assigned {
-            let next = stored.get(&p).copied();
-            self.positions.insert(p, next);
-            let target = next.map_or(Offset::Beginning, Offset::Offset);
-            // A partition assigned a moment ago may not be fetching yet: retry briefly.
-            for attempt in 0..50 {
-                if self.seek(p, target) {
-                    break;
-                }
-                if attempt == 49 {
-                    tracing::warn!(partition = p, "could not seek to {target:?}");
-                }
-                // Serve the consumer (callbacks, fetch start) while waiting.
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(100), self.consumer.recv()).await;
-            }
-        }
-        Ok(())
-    }
-
-    /// True once PostgreSQL holds at least `targets` for every partition.
-    async fn reached(&self, targets: &Targets) -> Result<bool, DbError> {
-        let stored = self
-            .sink
-            .positions(self.client()?, &self.cfg.group, &self.cfg.topic)
-            .await?;
-        Ok(targets
-            .iter()
-            .all(|(p, hw)| *hw == 0 || stored.get(p).is_some_and(|s| s >= hw)))
+/// Where a message came from, borrowed from it.
+fn origin(m: &impl Message) -> Origin<'_> {
+    Origin {
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key(),
+        value: m.payload(),
     }
 }
 
-struct Msg<'a> {
-    partition: i32,
-    offset: i64,
-    key: Option<&'a [u8]>,
-    value: Option<&'a [u8]>,
-}
-
-impl<'a> Msg<'a> {
-    fn of(m: &'a impl Message) -> Self {
-        Msg {
-            partition: m.partition(),
-            offset: m.offset(),
-            key: m.key(),
-            value: m.payload(),
-        }
-    }
-}
-
-/// High watermarks of every partition of the topic, now.
+/// High watermarks of every partition of the topic, now (0 for an empty log: nothing to
+/// wait for there).
 fn high_watermarks(consumer: &KafkaConsumer, topic: &str) -> Result<Targets, KafkaError> {
     tokio::task::block_in_place(|| {
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
         let mut targets = Targets::new();
         for t in md.topics() {
             for p in t.partitions() {
-                let (_, hw) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(30))?;
-                targets.insert(p.id(), hw);
+                let (lo, hw) = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(30))?;
+                targets.insert(p.id(), if lo == hw { 0 } else { hw });
             }
         }
         Ok(targets)
     })
+}
+
+impl Loader {
+    /// Connects, prepares the tables, checks the stored positions against the log, and
+    /// joins the group (`None` if shut down while waiting for PostgreSQL).
+    async fn start(
+        cfg: ConsumeConfig,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Loader>, ConsumeError> {
+        let table = TableName::parse(&cfg.table)?;
+        let Some(mut client) = connect_with_retry(&cfg, shutdown).await? else {
+            return Ok(None);
+        };
+        let sink = Sink::prepare(&mut client, table).await?;
+        cfg.stats.postgres(true);
+        let stored = sink.positions(&client, &cfg.group, &cfg.topic).await?;
+        let mut loader = Loader {
+            consumer: consumer(&cfg)?,
+            cfg,
+            client: Some(client),
+            sink: Arc::new(sink),
+            in_flight: None,
+            positions: HashMap::new(),
+            topic_id: None,
+            topic_checked: Instant::now(),
+            summary: Summary::default(),
+            unconfirmed: std::collections::VecDeque::new(),
+        };
+        // Before joining, so that partitions are assigned where loading really resumes.
+        let mut stored: Vec<i32> = stored.into_keys().collect();
+        stored.sort_unstable();
+        if stored.is_empty() {
+            loader.ask_topic_id();
+        }
+        loader.reconcile(&stored).await?;
+        loader.positions.clear(); // checked again when assigned
+        loader.consumer.subscribe(&[&loader.cfg.topic])?;
+        Ok(Some(loader))
+    }
+
+    /// Checks `partitions` against the log after settling the batch in flight, and seeks
+    /// those whose position moved. `None` when the batch being built must be dropped (the
+    /// partitions were sought back after a failed commit or PostgreSQL outage).
+    async fn check(
+        &mut self,
+        partitions: &[i32],
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<Option<Vec<i32>>, ConsumeError> {
+        if !self.settle(shutdown).await? {
+            return Ok(None);
+        }
+        match self.reconcile(partitions).await {
+            Ok(moved) => Ok(Some(
+                moved
+                    .into_iter()
+                    .map(|(p, next)| {
+                        // Not patiently: waiting would consume (and lose) other messages.
+                        // A partition whose seek fails is checked again at its next message.
+                        if !self.seek(p, Offset::Offset(next)) {
+                            self.positions.remove(&p);
+                        }
+                        p
+                    })
+                    .collect(),
+            )),
+            Err(ConsumeError::Db(e)) if e.is_transient() => {
+                tracing::warn!("{e}");
+                self.summary.retries += 1;
+                self.recover(shutdown).await?;
+                Ok(None)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Adds a message of a partition whose position may not be known or may not fit the
+    /// log: checks it first (see [`Loader::check`]). False if the batch must be dropped.
+    async fn add_checked(
+        &mut self,
+        batch: &mut Batch,
+        m: &rdkafka::message::OwnedMessage,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<bool, ConsumeError> {
+        let p = m.partition();
+        let mut partitions = self.unchecked();
+        if !partitions.contains(&p) {
+            partitions.push(p);
+        }
+        let Some(moved) = self.check(&partitions, shutdown).await? else {
+            return Ok(false);
+        };
+        let Some(stored) = self.positions.get(&p).copied() else {
+            return Ok(true); // another consumer moved it; looked at again next message
+        };
+        if moved.contains(&p) {
+            return Ok(true); // sought to where loading resumes; this message comes again
+        }
+        if self.add(batch, stored, origin(m)) == Added::Behind {
+            // The position fits the log: Kafka restarted this partition behind it.
+            let next = stored.unwrap_or(0);
+            tracing::info!(
+                partition = p,
+                from = m.offset(),
+                to = next,
+                "skipping offsets already loaded"
+            );
+            if !self.seek(p, Offset::Offset(next)) {
+                self.positions.remove(&p);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Every `--topic-check-interval`: if the topic's id changed (deleted and created
+    /// again while running), loads what is batched, then checks every assigned partition.
+    async fn watch_topic(
+        &mut self,
+        batch: &mut Batch,
+        shutdown: &mut watch::Receiver<bool>,
+    ) -> Result<(), ConsumeError> {
+        if self.topic_checked.elapsed() < self.cfg.topic_check_interval {
+            return Ok(());
+        }
+        let before = self.topic_id.clone();
+        let now = self.ask_topic_id();
+        if before.is_none() || now.is_none() || now == before {
+            return Ok(());
+        }
+        tracing::warn!(
+            "topic {} was deleted and created again (id {} -> {}); checking every partition",
+            self.cfg.topic,
+            before.as_deref().unwrap_or_default(),
+            now.as_deref().unwrap_or_default()
+        );
+        self.topic_id = before; // the stored rows are compared with the new id below
+        self.flush(batch, shutdown).await?;
+        let assigned = self.assigned();
+        self.positions.clear();
+        if self.check(&assigned, shutdown).await?.is_none() {
+            *batch = Batch::default();
+        }
+        Ok(())
+    }
+
+    /// Leaves the group after making every commit durable.
+    async fn finish(
+        mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        started: Instant,
+    ) -> Result<Summary, ConsumeError> {
+        if !self.cfg.synchronous_commit && self.summary.batches > 0 {
+            // Batches were committed without waiting for the disk: one durable commit now
+            // flushes them all before we report them loaded.
+            self.settle(shutdown).await?;
+            if let Some(client) = self.client.as_mut() {
+                self.sink
+                    .make_durable(client, &self.cfg.group, &self.cfg.topic)
+                    .await?;
+            }
+        }
+        // Leave the group cleanly; the final Kafka commit is best effort.
+        let _ =
+            tokio::task::block_in_place(|| self.consumer.commit_consumer_state(CommitMode::Sync));
+        self.consumer.unsubscribe();
+        self.summary.seconds = started.elapsed().as_secs_f64();
+        Ok(self.summary)
+    }
 }
 
 /// Runs until shutdown, until `--stop-at-end` is satisfied, or until `targets` (set from
@@ -727,30 +693,15 @@ pub async fn run(
     mut targets: watch::Receiver<Option<Targets>>,
 ) -> Result<Summary, ConsumeError> {
     let started = Instant::now();
-    let table = TableName::parse(&cfg.table)?;
-    let Some(mut client) = connect_with_retry(&cfg, &mut shutdown).await? else {
+    let Some(mut loader) = Loader::start(cfg, &mut shutdown).await? else {
         return Ok(Summary::default());
     };
-    let sink = Sink::prepare(&mut client, table).await?;
-    cfg.stats.postgres(true);
-    let known = sink.positions(&client, &cfg.group, &cfg.topic).await?;
-    let consumer = consumer(&cfg, known)?;
     let mut goal: Option<Targets> = None;
-    if cfg.stop_at_end {
-        let hw = high_watermarks(&consumer, &cfg.topic)?;
+    if loader.cfg.stop_at_end {
+        let hw = high_watermarks(&loader.consumer, &loader.cfg.topic)?;
         tracing::info!(?hw, "will stop once these offsets are loaded");
         goal = Some(hw);
     }
-    let mut loader = Loader {
-        cfg,
-        consumer,
-        client: Some(client),
-        sink: Arc::new(sink),
-        in_flight: None,
-        positions: HashMap::new(),
-        summary: Summary::default(),
-        unconfirmed: std::collections::VecDeque::new(),
-    };
     let mut batch = Batch::default();
     let idle = Duration::from_millis(200);
     loop {
@@ -774,6 +725,7 @@ pub async fn run(
         {
             batch = Batch::default();
         }
+        loader.watch_topic(&mut batch, &mut shutdown).await?;
         // Adaptive batching: a batch is handed over as soon as nothing more is waiting in
         // librdkafka's queue and the previous commit is done, so a trickle is not held for
         // the batch timeout; under load the queue is never empty and batches fill up.
@@ -798,37 +750,23 @@ pub async fn run(
         };
         match msg {
             Ok(Ok(m)) => {
-                let known = loader.positions.get(&m.partition()).copied();
-                let added = match known {
-                    Some(stored) => {
-                        loader.add(&mut batch, stored, Msg::of(&m));
-                        Ok(())
-                    }
-                    None => {
-                        // First message of a partition since (re)assignment: PostgreSQL's
-                        // position is needed (after the batch in flight), and the message
-                        // must outlive the query.
-                        let owned = m.detach();
-                        if !loader.settle(&mut shutdown).await? {
-                            // Sought back: this message and the batch come again.
-                            batch = Batch::default();
-                            continue;
-                        }
-                        loader
-                            .position(owned.partition())
-                            .await
-                            .map(|stored| loader.add(&mut batch, stored, Msg::of(&owned)))
-                    }
+                let added = match loader.positions.get(&m.partition()).copied() {
+                    Some(stored) => loader.add(&mut batch, stored, origin(&m)),
+                    None => Added::Behind,
                 };
-                if let Err(e) = added {
-                    if !e.is_transient() {
-                        return Err(e.into());
+                if added == Added::Behind {
+                    // First message since (re)assignment, or Kafka restarted the partition
+                    // behind PostgreSQL: check the position against the log first (after
+                    // the batch in flight); the message must outlive the queries.
+                    let owned = m.detach();
+                    loader.positions.remove(&owned.partition());
+                    if !loader
+                        .add_checked(&mut batch, &owned, &mut shutdown)
+                        .await?
+                    {
+                        batch = Batch::default();
+                        continue;
                     }
-                    tracing::warn!("{e}");
-                    batch = Batch::default();
-                    loader.summary.retries += 1;
-                    loader.recover(&mut shutdown).await?;
-                    continue;
                 }
                 if batch.len() >= loader.cfg.batch_size {
                     loader.flush(&mut batch, &mut shutdown).await?;
@@ -863,47 +801,5 @@ pub async fn run(
             }
         }
     }
-    if !loader.cfg.synchronous_commit && loader.summary.batches > 0 {
-        // Batches were committed without waiting for the disk: one durable commit now
-        // flushes them all before we report them loaded.
-        loader.settle(&mut shutdown).await?;
-        if let Some(client) = loader.client.as_mut() {
-            loader
-                .sink
-                .make_durable(client, &loader.cfg.group, &loader.cfg.topic)
-                .await?;
-        }
-    }
-    // Leave the group cleanly; the final Kafka commit is best effort.
-    let _ = tokio::task::block_in_place(|| loader.consumer.commit_consumer_state(CommitMode::Sync));
-    loader.consumer.unsubscribe();
-    loader.summary.seconds = started.elapsed().as_secs_f64();
-    Ok(loader.summary)
-}
-
-/// Resolves the PostgreSQL settings: a URL (flag or `DATABASE_URL`) if given, otherwise the
-/// libpq `PG*` variables with libpq's defaults (but TCP to 127.0.0.1 rather than a socket).
-pub fn pg_config(url: Option<&str>) -> Result<tokio_postgres::Config, String> {
-    if let Some(url) = url.filter(|u| !u.is_empty()) {
-        return url
-            .parse()
-            .map_err(|e| format!("invalid database URL: {e}"));
-    }
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let mut c = tokio_postgres::Config::new();
-    c.host(env("PGHOST").unwrap_or_else(|| "127.0.0.1".into()));
-    let port = env("PGPORT").unwrap_or_else(|| "5432".into());
-    c.port(
-        port.parse()
-            .map_err(|_| format!("PGPORT '{port}' is not a port"))?,
-    );
-    let user = env("PGUSER").unwrap_or_else(|| "postgres".into());
-    c.user(&user);
-    c.dbname(env("PGDATABASE").unwrap_or(user));
-    if let Some(p) = env("PGPASSWORD") {
-        c.password(p);
-    }
-    c.application_name("finstream");
-    c.connect_timeout(Duration::from_secs(10));
-    Ok(c)
+    loader.finish(&mut shutdown, started).await
 }

@@ -16,12 +16,22 @@ pub struct Stats {
     retries: AtomicU64,
     postgres_errors: AtomicU64,
     batch_micros: AtomicU64,
+    /// Rows and dead letters counted as committed that PostgreSQL then lost in a crash
+    /// (asynchronous commit) and that are loaded again: counters only grow, so the loss is
+    /// counted here rather than subtracted.
+    rows_lost: AtomicU64,
+    dead_letters_lost: AtomicU64,
+    /// Stored positions that did not fit their log, by kind (see `crate::gap`).
+    gaps: [AtomicU64; 3],
     assigned: AtomicBool,
     postgres_ok: AtomicBool,
     /// Per assigned (topic, partition): PostgreSQL's next offset and the broker's high
     /// watermark, as of librdkafka's last statistics report.
     lag: Mutex<BTreeMap<(String, i32), PartitionLag>>,
 }
+
+/// The kinds of gap counted, as in `finstream_gaps.kind`.
+const GAP_KINDS: [&str; 3] = ["topic_recreated", "past_end", "below_start"];
 
 /// A per-partition gauge: name, help, value.
 type Gauge = (&'static str, &'static str, fn(&PartitionLag) -> i64);
@@ -52,6 +62,9 @@ impl Default for Stats {
             retries: AtomicU64::new(0),
             postgres_errors: AtomicU64::new(0),
             batch_micros: AtomicU64::new(0),
+            rows_lost: AtomicU64::new(0),
+            dead_letters_lost: AtomicU64::new(0),
+            gaps: Default::default(),
             assigned: AtomicBool::new(false),
             postgres_ok: AtomicBool::new(false),
             lag: Mutex::new(BTreeMap::new()),
@@ -85,14 +98,15 @@ impl Stats {
     }
     /// A committed batch that PostgreSQL lost in a crash (asynchronous commit).
     pub(crate) fn lost(&self, rows: u64, dead: u64) {
-        self.rows_loaded.fetch_sub(
-            rows.min(self.rows_loaded.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
-        self.dead_letters.fetch_sub(
-            dead.min(self.dead_letters.load(Ordering::Relaxed)),
-            Ordering::Relaxed,
-        );
+        self.rows_lost.fetch_add(rows, Ordering::Relaxed);
+        self.dead_letters_lost.fetch_add(dead, Ordering::Relaxed);
+    }
+
+    /// A stored position that did not fit its log (`kind` as in `finstream_gaps.kind`).
+    pub(crate) fn gap(&self, kind: &str) {
+        if let Some(i) = GAP_KINDS.iter().position(|k| *k == kind) {
+            self.gaps[i].fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn retried(&self) {
@@ -130,12 +144,17 @@ impl Stats {
         self.postgres_ok.load(Ordering::Relaxed)
     }
 
-    /// Current values.
+    /// Current values (rows and dead letters net of those PostgreSQL lost).
     pub fn snapshot(&self) -> Snapshot {
-        let rows = self.rows_loaded.load(Ordering::Relaxed);
+        let net = |total: &AtomicU64, lost: &AtomicU64| {
+            total
+                .load(Ordering::Relaxed)
+                .saturating_sub(lost.load(Ordering::Relaxed))
+        };
+        let rows = net(&self.rows_loaded, &self.rows_lost);
         Snapshot {
             rows_loaded: rows,
-            dead_letters: self.dead_letters.load(Ordering::Relaxed),
+            dead_letters: net(&self.dead_letters, &self.dead_letters_lost),
             batches: self.batches.load(Ordering::Relaxed),
             retries: self.retries.load(Ordering::Relaxed),
             rows_per_sec: rows as f64 / self.started.elapsed().as_secs_f64().max(1e-9),
@@ -145,16 +164,27 @@ impl Stats {
     /// Prometheus text format.
     pub fn render(&self, out: &mut String) {
         let s = self.snapshot();
+        let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let counters = [
             (
                 "finstream_consumer_rows_loaded_total",
-                "Rows committed to the table.",
-                s.rows_loaded,
+                "Rows committed to the table (including rows PostgreSQL later lost).",
+                load(&self.rows_loaded),
             ),
             (
                 "finstream_consumer_dead_letters_total",
                 "Poison messages committed to the dead-letter table.",
-                s.dead_letters,
+                load(&self.dead_letters),
+            ),
+            (
+                "finstream_consumer_rows_lost_total",
+                "Committed rows PostgreSQL lost in a crash (asynchronous commit), loaded again.",
+                load(&self.rows_lost),
+            ),
+            (
+                "finstream_consumer_dead_letters_lost_total",
+                "Committed dead letters PostgreSQL lost in a crash, written again.",
+                load(&self.dead_letters_lost),
             ),
             (
                 "finstream_consumer_batches_total",
@@ -177,6 +207,14 @@ impl Stats {
                 out,
                 "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
             );
+        }
+        let name = "finstream_consumer_gaps_total";
+        let _ = writeln!(
+            out,
+            "# HELP {name} Stored positions that did not fit their log (finstream_gaps).\n# TYPE {name} counter"
+        );
+        for (kind, n) in GAP_KINDS.iter().zip(&self.gaps) {
+            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", load(n));
         }
         let _ = writeln!(
             out,
@@ -257,5 +295,27 @@ mod tests {
         assert!(
             out.contains("finstream_consumer_high_watermark{topic=\"tx\",partition=\"0\"} 100\n")
         );
+    }
+
+    /// Prometheus reads a counter that goes down as a reset: a loss is its own counter.
+    #[test]
+    fn counters_never_decrease_when_postgres_loses_a_batch() {
+        let stats = Stats::default();
+        stats.committed(100, 2, Duration::ZERO);
+        stats.lost(40, 1);
+        stats.gap("past_end");
+        let mut out = String::new();
+        stats.render(&mut out);
+        for line in [
+            "finstream_consumer_rows_loaded_total 100\n",
+            "finstream_consumer_dead_letters_total 2\n",
+            "finstream_consumer_rows_lost_total 40\n",
+            "finstream_consumer_dead_letters_lost_total 1\n",
+            "finstream_consumer_gaps_total{kind=\"past_end\"} 1\n",
+            "finstream_consumer_gaps_total{kind=\"topic_recreated\"} 0\n",
+        ] {
+            assert!(out.contains(line), "{line}: {out}");
+        }
+        assert_eq!(stats.snapshot().rows_loaded, 60);
     }
 }
