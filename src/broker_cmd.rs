@@ -32,6 +32,13 @@ pub struct BrokerArgs {
     /// Largest request accepted, in bytes (Kafka's socket.request.max.bytes).
     #[arg(long, env = "FINSTREAM_MAX_REQUEST_BYTES", default_value_t = 100 * 1024 * 1024)]
     pub max_request_bytes: usize,
+    /// Largest request of an API other than Produce (Metadata, OffsetCommit...), in bytes.
+    #[arg(long, env = "FINSTREAM_MAX_OTHER_REQUEST_BYTES", default_value_t = 8 * 1024 * 1024)]
+    pub max_other_request_bytes: usize,
+    /// Memory for requests being read and decoded, in MiB, shared by all connections
+    /// (Kafka's queued.max.request.bytes): requests wait for it rather than allocate past it.
+    #[arg(long, env = "FINSTREAM_REQUEST_MEMORY_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
+    pub request_memory_mb: u64,
     /// Most concurrent client connections.
     #[arg(long, env = "FINSTREAM_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -108,6 +115,9 @@ impl BrokerArgs {
             default_partitions: self.default_partitions,
             max_message_bytes: self.max_message_bytes,
             max_request_bytes: self.max_request_bytes,
+            max_other_request_bytes: self.max_other_request_bytes,
+            request_memory_bytes: usize::try_from(self.request_memory_mb * 1024 * 1024)
+                .unwrap_or(usize::MAX),
             max_connections: self.max_connections,
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             cache_bytes: self.cache_mb * 1024 * 1024,

@@ -18,8 +18,14 @@ pub struct BrokerConfig {
     pub default_partitions: i32,
     /// Largest accepted record batch (`message.max.bytes`), default 1 MiB.
     pub max_message_bytes: usize,
-    /// Largest accepted request frame (`socket.request.max.bytes`), default 100 MiB.
+    /// Largest accepted request (`socket.request.max.bytes`), default 100 MiB.
     pub max_request_bytes: usize,
+    /// Largest accepted request of an API other than Produce (at most
+    /// `max_request_bytes`), default 8 MiB.
+    pub max_other_request_bytes: usize,
+    /// Memory for requests being read and decoded, shared by every connection
+    /// (`queued.max.request.bytes`); requests wait for it. Default 256 MiB.
+    pub request_memory_bytes: usize,
     /// Concurrent client connections; further clients wait in the accept backlog.
     pub max_connections: usize,
     /// A connection that sends no complete request for this long is closed
@@ -61,6 +67,8 @@ impl Default for BrokerConfig {
             default_partitions: 1,
             max_message_bytes: 1024 * 1024,
             max_request_bytes: 100 * 1024 * 1024,
+            max_other_request_bytes: 8 * 1024 * 1024,
+            request_memory_bytes: 256 * 1024 * 1024,
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(600),
             node_id: 1,
@@ -73,6 +81,10 @@ impl Default for BrokerConfig {
         }
     }
 }
+
+/// Largest request accepted before SASL authentication completes (Kafka's
+/// `sasl.server.max.receive.size`).
+pub const MAX_UNAUTHENTICATED_REQUEST: usize = 512 * 1024;
 
 /// Largest partition count a topic may have.
 pub const MAX_PARTITIONS: i32 = 10_000;

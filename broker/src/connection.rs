@@ -8,11 +8,14 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
-use kafka_protocol::protocol::{decode_request_header_from_buffer, Encodable};
+use kafka_protocol::protocol::{
+    decode_request_header_from_buffer, with_decode_allowance, Encodable,
+};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::api::{self, Reply};
+use crate::config::MAX_UNAUTHENTICATED_REQUEST;
 use crate::error::ConnectionError;
 use crate::frame::{self, MIN_REQUEST_LEN};
 use crate::metrics::BrokerMetrics;
@@ -95,13 +98,31 @@ pub async fn serve<S>(
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(write_loop(writer, rx, peer, metrics.clone()));
     let idle = state.config.idle_timeout;
-    let max = state.config.max_request_bytes;
+    // --max-request-bytes bounds every request; other APIs have a lower bound of their own.
+    let limits = frame::Limits {
+        produce: state.config.max_request_bytes,
+        other: state
+            .config
+            .max_other_request_bytes
+            .min(state.config.max_request_bytes),
+    };
     loop {
+        // Before authentication, only small requests (the SASL exchange).
+        let limits = if sasl.as_ref().is_none_or(|s| s.user().is_some()) {
+            limits
+        } else {
+            frame::Limits::uniform(MAX_UNAUTHENTICATED_REQUEST)
+        };
+        let read = frame::read_frame_within(&mut reader, limits, &state.budget);
         let frame = tokio::select! {
-            f = tokio::time::timeout(idle, frame::read_frame(&mut reader, max)) => f,
+            f = tokio::time::timeout(idle, read) => f,
             _ = shutdown.recv() => break,
         };
-        let mut frame = match frame {
+        let frame::Frame {
+            bytes: mut frame,
+            allowance,
+            grant,
+        } = match frame {
             Ok(Ok(Some(f))) => f,
             Ok(Ok(None)) => {
                 tracing::debug!(%peer, "client closed the connection");
@@ -127,38 +148,20 @@ pub async fn serve<S>(
             .bytes_in
             .fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
         let started = std::time::Instant::now();
-        let (header, api_key) = match decode_header(&mut frame) {
-            Ok(h) => h,
-            Err(e) => {
+        let decoded = with_decode_allowance(allowance, || {
+            decode_and_apply(&state, &mut frame, sasl.as_mut(), peer)
+        });
+        drop(grant); // decoded and applied: what is left of the request is the reply's
+        let Applied {
+            header,
+            api_key,
+            reply,
+            close_after,
+        } = match decoded {
+            Ok(applied) => applied,
+            Err((e, client_id)) => {
                 metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(%peer, "closing connection: {e}");
-                break;
-            }
-        };
-        let authenticated = sasl.as_ref().is_none_or(|s| s.user().is_some());
-        let mut close_after = false;
-        let reply = if matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
-            match sasl_step(&header, api_key, frame, sasl.as_mut(), peer) {
-                Ok((reply, close)) => {
-                    close_after = close;
-                    Ok(reply)
-                }
-                Err(e) => Err(e),
-            }
-        } else if !authenticated && api_key != ApiKey::ApiVersions {
-            Err(ConnectionError::Unauthenticated(api_key))
-        } else {
-            api::dispatch(&state, &header, frame, peer)
-        };
-        let reply = match reply {
-            Ok(r) => r,
-            Err(e) => {
-                metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    %peer,
-                    client_id = header.client_id.as_deref().unwrap_or(""),
-                    "closing connection: {e}"
-                );
+                tracing::warn!(%peer, client_id = client_id.as_deref().unwrap_or(""), "closing connection: {e}");
                 break;
             }
         };
@@ -179,6 +182,44 @@ pub async fn serve<S>(
     drop(tx);
     let _ = writer.await;
     metrics.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// A request decoded and applied.
+struct Applied {
+    header: RequestHeader,
+    api_key: ApiKey,
+    reply: Reply,
+    /// Close the connection once the reply is out (failed authentication).
+    close_after: bool,
+}
+
+/// Decodes one request and applies it. On error, also returns the client id when the
+/// header could be read, for the log.
+fn decode_and_apply(
+    state: &Arc<State>,
+    frame: &mut Bytes,
+    sasl: Option<&mut Session>,
+    peer: SocketAddr,
+) -> Result<Applied, (ConnectionError, Option<String>)> {
+    let (header, api_key) = decode_header(frame).map_err(|e| (e, None))?;
+    let authenticated = sasl.as_ref().is_none_or(|s| s.user().is_some());
+    let body = std::mem::take(frame);
+    let result = if matches!(api_key, ApiKey::SaslHandshake | ApiKey::SaslAuthenticate) {
+        sasl_step(&header, api_key, body, sasl, peer)
+    } else if !authenticated && api_key != ApiKey::ApiVersions {
+        Err(ConnectionError::Unauthenticated(api_key))
+    } else {
+        api::dispatch(state, &header, body, peer).map(|reply| (reply, false))
+    };
+    match result {
+        Ok((reply, close_after)) => Ok(Applied {
+            header,
+            api_key,
+            reply,
+            close_after,
+        }),
+        Err(e) => Err((e, header.client_id.as_deref().map(str::to_string))),
+    }
 }
 
 /// A SaslHandshake or SaslAuthenticate request: (reply, close the connection after it).

@@ -92,6 +92,17 @@ pub enum ConnectionError {
         /// The configured limit.
         limit: usize,
     },
+    /// A request larger than its API's limit (`--max-request-bytes` for Produce,
+    /// `--max-other-request-bytes` for the rest, 512 KiB before SASL authentication).
+    #[error("request too large for api key {api_key}: {length} bytes (limit {limit})")]
+    TooLarge {
+        /// API key from the frame.
+        api_key: i16,
+        /// The length the client announced.
+        length: usize,
+        /// The limit for that API.
+        limit: usize,
+    },
     /// The peer closed the connection in the middle of a frame.
     #[error("connection closed mid-frame ({received} of {expected} bytes received)")]
     Truncated {

@@ -12,6 +12,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod budget;
 pub mod config;
 pub mod connection;
 pub mod disk;

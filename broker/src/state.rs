@@ -133,6 +133,8 @@ pub struct State {
     producer_ids: Mutex<()>,
     /// Refuses produce while the data directory's disk is (nearly) full.
     pub disk: crate::disk::DiskGuard,
+    /// Memory for requests being read and decoded, shared by every connection.
+    pub budget: Arc<crate::budget::MemoryBudget>,
 }
 
 impl State {
@@ -163,6 +165,7 @@ impl State {
         groups.spawn_ticker(shutting_down.clone());
         Ok(Arc::new(State {
             disk: crate::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_bytes),
+            budget: crate::budget::MemoryBudget::new(config.request_memory_bytes),
             metrics,
             groups,
             producer_ids: Mutex::new(()),
@@ -265,7 +268,9 @@ impl State {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(topic.name.clone(), topic.clone());
-        // Make the topic itself durable (it is cheap and rare).
+        // Durable soon (a topic created by CreateTopics is answered only once it is; one
+        // auto-created by Metadata or Produce becomes durable with this flush or the
+        // produce's own).
         self.flusher.request(Vec::new(), None);
         tracing::info!(topic = name, partitions, "created topic");
         Ok(topic)
@@ -361,6 +366,10 @@ impl State {
         if let Some(free) = self.disk.last_free() {
             let _ = writeln!(out, "# HELP finstream_broker_disk_free_bytes Bytes free on the data directory's filesystem at the last produce.\n# TYPE finstream_broker_disk_free_bytes gauge\nfinstream_broker_disk_free_bytes {free}");
         }
+        let b = &self.budget;
+        let _ = writeln!(out, "# HELP finstream_broker_request_memory_bytes Memory taken by requests being read and decoded.\n# TYPE finstream_broker_request_memory_bytes gauge\nfinstream_broker_request_memory_bytes {}", b.in_use());
+        let _ = writeln!(out, "# HELP finstream_broker_request_memory_limit_bytes The request memory budget.\n# TYPE finstream_broker_request_memory_limit_bytes gauge\nfinstream_broker_request_memory_limit_bytes {}", b.total());
+        let _ = writeln!(out, "# HELP finstream_broker_request_memory_waits_total Requests that waited for memory.\n# TYPE finstream_broker_request_memory_waits_total counter\nfinstream_broker_request_memory_waits_total {}", b.waits.load(std::sync::atomic::Ordering::Relaxed));
         let _ = writeln!(out, "# HELP finstream_broker_topics Topics.\n# TYPE finstream_broker_topics gauge\nfinstream_broker_topics {}", topics.len());
         let _ = writeln!(out, "# HELP finstream_broker_partitions Partitions.\n# TYPE finstream_broker_partitions gauge\nfinstream_broker_partitions {}",
             topics.iter().map(|t| t.partitions.len()).sum::<usize>());

@@ -1,15 +1,38 @@
 //! CreateTopics: partitions, validate_only, TOPIC_ALREADY_EXISTS, INVALID_TOPIC_EXCEPTION.
+//! Answered once the new topics are durable (KAFKA_STORAGE_ERROR if the flush fails).
 
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
-use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, ResponseKind};
 use kafka_protocol::ResponseError;
 
-use super::str_bytes;
+use super::{str_bytes, Reply};
 use crate::state::State;
 
-pub fn handle(state: &Arc<State>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub fn handle(state: &Arc<State>, req: CreateTopicsRequest, version: i16) -> Reply {
+    let validate_only = req.validate_only;
+    let response = create(state, req, version);
+    let created = !validate_only && response.topics.iter().any(|t| t.error_code == 0);
+    if !created {
+        return Reply::Ready(Box::new(response.into()), version);
+    }
+    let flusher = state.flusher.clone();
+    Reply::Later(
+        Box::pin(async move {
+            let mut response = response;
+            if !flusher.flush(Vec::new()).await {
+                for t in response.topics.iter_mut().filter(|t| t.error_code == 0) {
+                    t.error_code = ResponseError::KafkaStorageError.code();
+                }
+            }
+            ResponseKind::from(response)
+        }),
+        version,
+    )
+}
+
+fn create(state: &Arc<State>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
     let topics = req
         .topics
         .into_iter()

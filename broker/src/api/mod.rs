@@ -121,7 +121,7 @@ pub fn dispatch(
             version,
         )),
         RequestKind::ListOffsets(req) => ready(list_offsets::handle(state, req).into()),
-        RequestKind::CreateTopics(req) => ready(create_topics::handle(state, req, version).into()),
+        RequestKind::CreateTopics(req) => Ok(create_topics::handle(state, req, version)),
         RequestKind::DeleteTopics(req) => ready(delete_topics::handle(state, req, version).into()),
         RequestKind::DescribeConfigs(req) => ready(describe_configs::handle(state, req).into()),
         RequestKind::DescribeCluster(req) => ready(describe_cluster::handle(state, req).into()),
@@ -160,7 +160,7 @@ pub fn decode(
         ConnectionError::Malformed {
             api_key: header.request_api_key,
             api_version: header.request_api_version,
-            detail: e.to_string(),
+            detail: format!("{e:#}"),
         }
     })
 }

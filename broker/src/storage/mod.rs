@@ -225,6 +225,17 @@ pub(crate) fn collect_batches(
     Ok(out)
 }
 
+/// fsync of a directory, so that the files created in it, and renames and removals in it,
+/// survive a power cut.
+pub(crate) fn sync_dir(dir: &std::path::Path) -> Result<(), StorageError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| StorageError::Io {
+            path: dir.display().to_string(),
+            source,
+        })
+}
+
 #[cfg(test)]
 pub(crate) mod contract {
     //! The same behavioural tests run against every [`Store`] implementation.

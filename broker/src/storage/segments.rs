@@ -34,6 +34,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 
 use super::meta::{Durable, LogSet, SledMeta};
+use super::sync_dir;
 use super::{idempotence, Appended, Log};
 use crate::batch::{self, be_i32, be_i64, BatchInfo, HEADER_LEN};
 use crate::error::StorageError;
@@ -55,12 +56,6 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError + '_ {
         path: path.display().to_string(),
         source,
     }
-}
-
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err(dir))
 }
 
 fn segment_name(base: i64) -> String {

@@ -514,7 +514,12 @@ impl RecordBatchDecoder {
         version: i8,
         records: &mut Vec<Record>,
     ) -> Result<()> {
-        records.reserve(batch_decode_info.record_count as usize);
+        // finstream patch: see `protocol::wire_capacity`.
+        records.reserve(crate::protocol::wire_capacity(
+            batch_decode_info.record_count as usize,
+            buf.remaining(),
+            std::mem::size_of::<Record>(),
+        )?);
         for _ in 0..batch_decode_info.record_count {
             records.push(Record::decode_new(buf, batch_decode_info, version)?);
         }
@@ -893,8 +898,13 @@ impl Record {
         }
         let num_headers = num_headers as usize;
 
-        // finstream patch: bound pre-allocation by the bytes present.
-        let mut headers = IndexMap::with_capacity(num_headers.min(bytes::Buf::remaining(buf)));
+        // finstream patch: see `protocol::wire_capacity`.
+        let cap = crate::protocol::wire_capacity(
+            num_headers,
+            bytes::Buf::remaining(buf),
+            std::mem::size_of::<(StrBytes, Option<Bytes>)>() + 8,
+        )?;
+        let mut headers = IndexMap::with_capacity(cap);
         for _ in 0..num_headers {
             // Key len
             let key_len: i32 = types::VarInt.decode(buf)?;

@@ -13,6 +13,49 @@ use bytes::Bytes;
 pub mod buf;
 pub mod types;
 
+// finstream patch: a per-thread allowance for the memory a decode may allocate for its
+// structures (array elements, unknown tagged fields, byte and string copies), so that a
+// request whose counts fit its size but are expensive in memory fails to decode instead
+// of growing to many times its own size. Unlimited unless a caller sets one with
+// `with_decode_allowance`; decoding is synchronous, so a thread-local is exact.
+thread_local! {
+    static DECODE_ALLOWANCE: std::cell::Cell<usize> = const { std::cell::Cell::new(usize::MAX) };
+}
+
+/// Memory charged for one unknown tagged field (a B-tree entry with its share of a node).
+pub(crate) const TAGGED_FIELD_COST: usize = 64;
+
+/// Runs `f` (a decode) allowing at most `bytes` of decoded structures on this thread.
+pub fn with_decode_allowance<T>(bytes: usize, f: impl FnOnce() -> T) -> T {
+    let before = DECODE_ALLOWANCE.with(|a| a.replace(bytes));
+    let out = f();
+    DECODE_ALLOWANCE.with(|a| a.set(before));
+    out
+}
+
+/// Takes `bytes` from this thread's decode allowance, or fails the decode.
+pub(crate) fn charge_decoded(bytes: usize) -> Result<()> {
+    DECODE_ALLOWANCE.with(|a| {
+        let left = a.get();
+        if bytes > left {
+            bail!("decoding would take more memory than the request may use");
+        }
+        a.set(left - bytes);
+        Ok(())
+    })
+}
+
+/// Pre-allocation for `count` elements read from the wire: refused if more elements than
+/// bytes remain (each takes at least one), charged against the decode allowance at
+/// `elem` bytes each, and capped at 1,024 (the collection grows as elements decode).
+pub(crate) fn wire_capacity(count: usize, remaining: usize, elem: usize) -> Result<usize> {
+    if count > remaining {
+        bail!("{count} elements announced but only {remaining} bytes follow");
+    }
+    charge_decoded(count.saturating_mul(elem.max(1)))?;
+    Ok(count.min(1024))
+}
+
 mod str_bytes {
     use bytes::Bytes;
     use std::borrow::Borrow;

@@ -359,6 +359,9 @@ impl Decoder<Option<StdString>> for String {
         match Int16.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                // finstream patch: check the length against the bytes present (and the
+                // decode allowance) before allocating.
+                crate::protocol::wire_capacity(n as usize, buf.remaining(), 1)?;
                 let mut strbuf = vec![0; n as usize];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
@@ -511,6 +514,9 @@ impl Decoder<Option<StdString>> for CompactString {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                // finstream patch: check the length against the bytes present (and the
+                // decode allowance) before allocating.
+                crate::protocol::wire_capacity((n - 1) as usize, buf.remaining(), 1)?;
                 let mut strbuf = vec![0; (n - 1) as usize];
                 buf.try_copy_to_slice(&mut strbuf)?;
                 Ok(Some(std::string::String::from_utf8(strbuf)?))
@@ -655,6 +661,9 @@ impl Decoder<Option<Vec<u8>>> for Bytes {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
+                // finstream patch: check the length against the bytes present (and the
+                // decode allowance) before allocating.
+                crate::protocol::wire_capacity(n as usize, buf.remaining(), 1)?;
                 let mut data = vec![0; n as usize];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
@@ -804,6 +813,9 @@ impl Decoder<Option<Vec<u8>>> for CompactBytes {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
+                // finstream patch: check the length against the bytes present (and the
+                // decode allowance) before allocating.
+                crate::protocol::wire_capacity((n - 1) as usize, buf.remaining(), 1)?;
                 let mut data = vec![0; (n - 1) as usize];
                 buf.try_copy_to_slice(&mut data)?;
                 Ok(Some(data))
@@ -985,10 +997,13 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for Array<E> {
         match Int32.decode(buf)? {
             -1 => Ok(None),
             n if n >= 0 => {
-                // finstream patch: never pre-allocate more elements than bytes remain
-                // (each element takes at least one byte), so a forged count cannot
-                // make the decoder allocate gigabytes before failing.
-                let mut result = Vec::with_capacity((n as usize).min(buf.remaining()));
+                // finstream patch: see `wire_capacity`.
+                let cap = crate::protocol::wire_capacity(
+                    n as usize,
+                    buf.remaining(),
+                    std::mem::size_of::<T>(),
+                )?;
+                let mut result = Vec::with_capacity(cap);
                 for _ in 0..n {
                     result.push(self.0.decode(buf)?);
                 }
@@ -1096,8 +1111,13 @@ impl<T, E: Decoder<T>> Decoder<Option<Vec<T>>> for CompactArray<E> {
         match UnsignedVarInt.decode(buf)? {
             0 => Ok(None),
             n => {
-                // finstream patch: bound pre-allocation by the bytes present (see Array).
-                let mut result = Vec::with_capacity(((n - 1) as usize).min(buf.remaining()));
+                // finstream patch: see `wire_capacity`.
+                let cap = crate::protocol::wire_capacity(
+                    (n - 1) as usize,
+                    buf.remaining(),
+                    std::mem::size_of::<T>(),
+                )?;
+                let mut result = Vec::with_capacity(cap);
                 for _ in 1..n {
                     result.push(self.0.decode(buf)?);
                 }
