@@ -4,6 +4,9 @@
 #   bash scripts/reliability.sh [SECONDS]
 # SECONDS (default 600) is the budget: it sets the broker kill -9 cycles (one per ~2 s of a
 # fifth of it), the consumer kill -9 cycles, the fuzzing time per target and the load run.
+# The power cuts (200 per storage format) and the consumer-group rounds under CPU load
+# (200 per client) run in full whatever the budget: FINSTREAM_POWER_CUTS and
+# FINSTREAM_GROUP_ROUNDS change them. Needs root (FUSE mount for the power cuts).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 budget=${1:-600}
@@ -18,6 +21,16 @@ FINSTREAM_KILL_CYCLES=$((part / 2)) cargo test -q --release --test reliability \
 echo "== consumer kill -9 loop: $((part / 3)) kills over $((part * 2000)) rows"
 FINSTREAM_CONSUMER_KILLS=$((part / 3)) FINSTREAM_KILL_ROWS=$((part * 2000)) \
   cargo test -q --release --test consumer kill_9 2>&1 | grep -E "test result|panicked"
+
+cuts=${FINSTREAM_POWER_CUTS:-200}
+echo "== power cuts: $cuts per storage format"
+FINSTREAM_POWER_CUTS=$cuts cargo test -q --release --test power_cut -- --nocapture 2>&1 \
+  | grep -E "power cuts|test result|panicked"
+
+group_rounds=${FINSTREAM_GROUP_ROUNDS:-200}
+echo "== consumer groups under CPU load: $group_rounds rounds per client"
+FINSTREAM_GROUP_ROUNDS=$group_rounds cargo test -q --release --test group_stability -- \
+  --nocapture 2>&1 | grep -E "PASS|FAIL|test result|panicked"
 
 echo "== full disk, graceful shutdown under load"
 cargo test -q --release --test reliability -- full_disk graceful 2>&1 | grep -E "test result|panicked|SKIPPED"

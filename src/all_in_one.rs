@@ -117,6 +117,8 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     let broker = finstream_broker::start(BrokerConfig {
         listen,
         data_dir: Some(args.data_dir.join("broker")),
+        // The group's one member is our own consumer: nothing to wait for.
+        group_initial_rebalance_delay: std::time::Duration::ZERO,
         ..BrokerConfig::default()
     })
     .await

@@ -39,6 +39,14 @@ pub struct BrokerArgs {
     /// (Kafka's queued.max.request.bytes): requests wait for it rather than allocate past it.
     #[arg(long, env = "FINSTREAM_REQUEST_MEMORY_MB", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=1_048_576))]
     pub request_memory_mb: u64,
+    /// An empty consumer group waits this long (ms) for more members before its first
+    /// generation, and again after each new member (Kafka's group.initial.rebalance.delay.ms).
+    #[arg(
+        long,
+        env = "FINSTREAM_GROUP_INITIAL_REBALANCE_DELAY_MS",
+        default_value_t = 1000
+    )]
+    pub group_initial_rebalance_delay_ms: u64,
     /// Most concurrent client connections.
     #[arg(long, env = "FINSTREAM_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -119,6 +127,9 @@ impl BrokerArgs {
             request_memory_bytes: usize::try_from(self.request_memory_mb * 1024 * 1024)
                 .unwrap_or(usize::MAX),
             max_connections: self.max_connections,
+            group_initial_rebalance_delay: Duration::from_millis(
+                self.group_initial_rebalance_delay_ms,
+            ),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
             cache_bytes: self.cache_mb * 1024 * 1024,
             storage_format: StorageFormat::from_name(&self.storage_format).ok_or_else(|| {

@@ -33,6 +33,13 @@ pub struct BrokerConfig {
     pub idle_timeout: Duration,
     /// Node id announced in Metadata.
     pub node_id: i32,
+    /// An empty consumer group waits this long for more members before its first
+    /// generation, and again after each new member, within the rebalance timeout (Kafka's
+    /// `group.initial.rebalance.delay.ms`). Default 1 s: Kafka's 3 s would slow every test
+    /// that starts a consumer; 0 (what Kafka test setups use) lets a leader assign before
+    /// its client knows the topic's partitions, and the rejoin that follows is where
+    /// kafka-python loses its assignment (docs/RELIABILITY.md).
+    pub group_initial_rebalance_delay: Duration,
     /// sled page cache size in bytes.
     pub cache_bytes: u64,
     /// Storage format of a new data directory (an existing one keeps its own).
@@ -72,6 +79,7 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(600),
             node_id: 1,
+            group_initial_rebalance_delay: Duration::from_secs(1),
             cache_bytes: 64 * 1024 * 1024,
             storage_format: crate::storage::StorageFormat::default(),
             segment_bytes: crate::storage::segments::DEFAULT_SEGMENT_BYTES,

@@ -160,7 +160,10 @@ impl State {
         }
         let groups = Arc::new(GroupService::recover(
             store.clone(),
-            CoordinatorConfig::default(),
+            CoordinatorConfig {
+                initial_rebalance_delay: config.group_initial_rebalance_delay.as_millis() as u64,
+                ..CoordinatorConfig::default()
+            },
         )?);
         groups.spawn_ticker(shutting_down.clone());
         Ok(Arc::new(State {

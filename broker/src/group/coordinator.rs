@@ -232,9 +232,25 @@ struct Group {
     /// group.instance.id -> member id.
     static_members: HashMap<String, String>,
     rebalance_deadline: Millis,
-    /// A rebalance of an empty group waits this long for more members (Kafka's
-    /// group.initial.rebalance.delay.ms).
+    /// The join phase does not complete before this (the initial delay, below).
     delay_until: Millis,
+    /// The rebalance started from an empty group: as in Kafka's InitialDelayedJoin, it waits
+    /// `group.initial.rebalance.delay.ms` for more members, and again each time a new
+    /// member joined meanwhile, within the rebalance timeout. Members starting together
+    /// then land in one generation, with time to learn the topics' metadata (a leader that
+    /// assigns before it has them must rejoin at once, which kafka-python mishandles).
+    initial: Option<InitialDelay>,
+}
+
+/// The state of an initial delayed join.
+#[derive(Debug, Clone, Copy)]
+struct InitialDelay {
+    /// Length of each wait.
+    step: Millis,
+    /// What is left of the rebalance timeout for further waits.
+    remaining: Millis,
+    /// A new member joined during the current wait.
+    new_member_added: bool,
 }
 
 impl Group {
@@ -250,6 +266,7 @@ impl Group {
             static_members: HashMap::new(),
             rebalance_deadline: 0,
             delay_until: 0,
+            initial: None,
         }
     }
 
@@ -277,7 +294,8 @@ pub struct CoordinatorConfig {
     pub min_session_timeout: Millis,
     /// Largest accepted session timeout (Kafka: group.max.session.timeout.ms).
     pub max_session_timeout: Millis,
-    /// Wait for more members when an empty group starts rebalancing.
+    /// Wait for more members when an empty group starts rebalancing, and again after each
+    /// new member, within the rebalance timeout (Kafka: group.initial.rebalance.delay.ms).
     pub initial_rebalance_delay: Millis,
 }
 
@@ -394,6 +412,9 @@ impl Coordinator {
                         return fail(e);
                     }
                 }
+                if let Some(answer) = rejoin_current(group, &id, &req.protocols, now) {
+                    return vec![Action::Join(reply, answer)];
+                }
                 id
             }
         };
@@ -402,6 +423,11 @@ impl Coordinator {
         let Some(group) = self.groups.get_mut(&req.group_id) else {
             return fail(E::UnknownServerError);
         };
+        if !group.members.contains_key(&member_id) {
+            if let Some(initial) = group.initial.as_mut() {
+                initial.new_member_added = true;
+            }
+        }
         let member = group
             .members
             .entry(member_id.clone())
@@ -754,19 +780,41 @@ fn prepare_rebalance(
         .max()
         .unwrap_or(0);
     group.rebalance_deadline = now + timeout;
-    group.delay_until = if was_empty { now + initial_delay } else { now };
+    if was_empty && initial_delay > 0 {
+        let step = initial_delay.min(timeout);
+        group.delay_until = now + step;
+        group.initial = Some(InitialDelay {
+            step,
+            remaining: timeout.saturating_sub(step),
+            new_member_added: false,
+        });
+    } else {
+        group.delay_until = now;
+        group.initial = None;
+    }
 }
 
 fn try_complete_join(group: &mut Group, now: Millis, actions: &mut Vec<Action>) {
-    if group.state == GroupState::PreparingRebalance
-        && now >= group.delay_until
-        && group.members.values().all(|m| m.pending_join.is_some())
-    {
+    if group.state != GroupState::PreparingRebalance || now < group.delay_until {
+        return;
+    }
+    if let Some(initial) = group.initial.as_mut() {
+        if initial.new_member_added && initial.remaining > 0 {
+            // Someone joined during the wait: wait once more for others who may follow.
+            let step = initial.step.min(initial.remaining);
+            initial.remaining -= step;
+            initial.new_member_added = false;
+            group.delay_until = now + step;
+            return;
+        }
+    }
+    if group.members.values().all(|m| m.pending_join.is_some()) {
         complete_join(group, now, actions);
     }
 }
 
 fn complete_join(group: &mut Group, now: Millis, actions: &mut Vec<Action>) {
+    group.initial = None;
     let missing: Vec<String> = group
         .members
         .iter()
@@ -803,17 +851,7 @@ fn complete_join(group: &mut Group, now: Millis, actions: &mut Vec<Action>) {
     });
     group.protocol = protocol.clone();
     group.state = GroupState::CompletingRebalance;
-    let proto = protocol.unwrap_or_default();
-    let mut ordered: Vec<(&String, &Member)> = group.members.iter().collect();
-    ordered.sort_by_key(|(_, m)| m.joined_seq);
-    let everyone: Vec<JoinMember> = ordered
-        .iter()
-        .map(|(id, m)| JoinMember {
-            member_id: (*id).clone(),
-            group_instance_id: m.instance_id.clone(),
-            metadata: m.metadata_for(&proto),
-        })
-        .collect();
+    let everyone = leader_view(group, protocol.as_deref().unwrap_or_default());
     for (id, m) in group.members.iter_mut() {
         m.assignment = Bytes::new();
         m.last_heartbeat = now;
@@ -836,6 +874,60 @@ fn complete_join(group: &mut Group, now: Millis, actions: &mut Vec<Action>) {
             ));
         }
     }
+}
+
+/// Every member with its metadata for `protocol`, in joining order: what the leader needs
+/// to compute the assignment.
+fn leader_view(group: &Group, protocol: &str) -> Vec<JoinMember> {
+    let mut ordered: Vec<(&String, &Member)> = group.members.iter().collect();
+    ordered.sort_by_key(|(_, m)| m.joined_seq);
+    ordered
+        .into_iter()
+        .map(|(id, m)| JoinMember {
+            member_id: id.clone(),
+            group_instance_id: m.instance_id.clone(),
+            metadata: m.metadata_for(protocol),
+        })
+        .collect()
+}
+
+/// A member that joins again while its group is completing a rebalance or stable, with the
+/// same protocols, and that is not the leader of a stable group, gets the current
+/// generation back instead of starting a new rebalance (Kafka does the same: the member
+/// most likely missed its JoinGroup response, e.g. after a client-side timeout on a busy
+/// machine; rebalancing again would fail everyone's SyncGroup and could repeat forever).
+fn rejoin_current(
+    group: &mut Group,
+    member_id: &str,
+    protocols: &[(String, Bytes)],
+    now: Millis,
+) -> Option<JoinResult> {
+    let leader = group.leader.clone().unwrap_or_default();
+    let is_leader = leader == member_id;
+    let unchanged = match group.state {
+        GroupState::CompletingRebalance => true,
+        GroupState::Stable => !is_leader,
+        GroupState::Empty | GroupState::PreparingRebalance => false,
+    };
+    let member = group.members.get_mut(member_id)?;
+    if !unchanged || member.protocols != protocols || member.pending_join.is_some() {
+        return None;
+    }
+    member.last_heartbeat = now;
+    let members = if is_leader {
+        leader_view(group, group.protocol.as_deref().unwrap_or_default())
+    } else {
+        Vec::new()
+    };
+    Some(JoinResult {
+        error: 0,
+        generation_id: group.generation,
+        protocol_type: group.protocol_type.clone(),
+        protocol_name: group.protocol.clone(),
+        leader,
+        member_id: member_id.to_string(),
+        members,
+    })
 }
 
 fn remove_member(group: &mut Group, id: &str, actions: &mut Vec<Action>) {
@@ -872,6 +964,7 @@ fn members_left(group: &mut Group, now: Millis, initial_delay: Millis, actions: 
 }
 
 fn become_empty(group: &mut Group) {
+    group.initial = None;
     group.state = GroupState::Empty;
     group.leader = None;
     group.protocol = None;

@@ -371,8 +371,17 @@ mod properties {
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(300))]
         #[test]
-        fn invariants_hold_for_random_event_sequences(events in proptest::collection::vec(ev(), 1..120)) {
-            let mut c = coordinator();
+        fn invariants_hold_for_random_event_sequences(
+            events in proptest::collection::vec(ev(), 1..120),
+            initial_rebalance_delay in prop_oneof![Just(0u64), Just(3_000u64)],
+        ) {
+            let mut c = Coordinator::new(
+                CoordinatorConfig {
+                    initial_rebalance_delay,
+                    ..CoordinatorConfig::default()
+                },
+                "n",
+            );
             let mut clients = vec![Client::default(); 3];
             let mut now: Millis = 0;
             let mut next_reply: ReplyId = 0;
@@ -530,15 +539,127 @@ fn followers_waiting_for_a_slow_leader_are_kept_alive() {
         0
     );
 
-    // Generation 3: both rejoin, b syncs and waits, and the leader dies silently: it
-    // expires (it is not parked) and the rebalance releases b.
+    // Generation 3: the leader rejoins (a rebalance), then b; b syncs and waits, and the
+    // leader dies silently: it expires (it is not parked) and the rebalance releases b.
     let t = now + 100;
-    assert!(c.join(t, 7, join_req(&b, None)).is_empty(), "b waits for a");
-    let actions = c.join(t, 8, join_req(&a, None));
+    assert!(c.join(t, 8, join_req(&a, None)).is_empty(), "a waits for b");
+    let actions = c.join(t, 7, join_req(&b, None));
     assert_eq!(only_join(actions, 8).generation_id, 3);
     let parked = c.sync(t + 10, 9, sync_req(&b, 3, vec![]));
     assert!(parked.is_empty(), "b parked until the leader assigns");
     let later = c.tick(t + 10 + SESSION as Millis + 1000);
     let released = sync_answer(&later, 9).expect("b is answered once the leader expires");
     assert_eq!(released.error, E::RebalanceInProgress.code());
+}
+
+/// A member that sends JoinGroup again with unchanged protocols while the group completes a
+/// rebalance, or as a follower of a stable group, gets the current generation back, as from
+/// Kafka: a new rebalance would fail everyone's SyncGroup, and on a busy machine, where
+/// clients time out and resend, could repeat without end. A stable group's leader rejoining,
+/// or a member with new protocols, still rebalances.
+#[test]
+fn rejoining_with_unchanged_protocols_does_not_restart_the_rebalance() {
+    let mut c = coordinator();
+    let (a, actions) = join_new(&mut c, 0, 1);
+    only_join(actions, 1001);
+    let (b, _) = join_new(&mut c, 5, 3);
+    let actions = c.join(10, 4, join_req(&a, None));
+    only_join(actions.clone(), 4);
+    only_join(actions, 1003);
+    assert_eq!(
+        c.generation("g"),
+        Some((2, GroupState::CompletingRebalance))
+    );
+    // b missed its answer and joins again: generation 2 once more, no rebalance.
+    let again = only_join(c.join(20, 5, join_req(&b, None)), 5);
+    assert_eq!((again.generation_id, again.leader.clone()), (2, a.clone()));
+    assert!(
+        again.members.is_empty(),
+        "only the leader gets the member list"
+    );
+    // The leader too, with the members it needs to assign.
+    let again = only_join(c.join(25, 6, join_req(&a, None)), 6);
+    assert_eq!((again.generation_id, again.members.len()), (2, 2));
+    assert_eq!(
+        c.generation("g"),
+        Some((2, GroupState::CompletingRebalance))
+    );
+    c.sync(
+        30,
+        7,
+        sync_req(&a, 2, vec![(b.clone(), Bytes::from_static(b"B"))]),
+    );
+    assert_eq!(c.generation("g"), Some((2, GroupState::Stable)));
+    // A stable follower rejoining: still generation 2.
+    assert_eq!(
+        only_join(c.join(40, 8, join_req(&b, None)), 8).generation_id,
+        2
+    );
+    assert_eq!(c.generation("g"), Some((2, GroupState::Stable)));
+    // New protocols rebalance.
+    let mut changed = join_req(&b, None);
+    changed.protocols = vec![("range".into(), Bytes::from_static(b"new-subscription"))];
+    assert!(c.join(50, 9, changed).is_empty());
+    assert_eq!(
+        c.generation("g").map(|g| g.1),
+        Some(GroupState::PreparingRebalance)
+    );
+}
+
+/// Kafka's initial delayed join: an empty group waits the delay for more members, and again
+/// after each new member (within the rebalance timeout), so members starting together share
+/// one generation; a group that is not empty rebalances without the delay.
+#[test]
+fn an_empty_group_waits_for_more_members_before_its_first_generation() {
+    let mut c = Coordinator::new(
+        CoordinatorConfig {
+            initial_rebalance_delay: 3_000,
+            ..CoordinatorConfig::default()
+        },
+        "n",
+    );
+    let (a, _) = join_new(&mut c, 0, 1);
+    assert!(c.tick(2_999).is_empty(), "a waits out the delay");
+    // b arrives during the first wait: one more wait from when the first one ends.
+    let (b, _) = join_new(&mut c, 2_000, 3);
+    assert!(c.tick(3_000).is_empty());
+    assert!(c.tick(5_999).is_empty());
+    let actions = c.tick(6_000);
+    let ra = only_join(actions.clone(), 1001);
+    let rb = only_join(actions, 1003);
+    assert_eq!(
+        (ra.generation_id, rb.generation_id),
+        (1, 1),
+        "one generation for both"
+    );
+    assert_eq!(ra.members.len(), 2);
+    c.sync(
+        6_010,
+        5,
+        sync_req(&a, 1, vec![(b.clone(), Bytes::from_static(b"B"))]),
+    );
+    c.sync(6_020, 6, sync_req(&b, 1, vec![]));
+    assert_eq!(c.generation("g"), Some((1, GroupState::Stable)));
+    // A member leaving a non-empty group: the rebalance completes without waiting.
+    let (_, actions) = c.leave(7_000, "g", &[(b.clone(), None)]);
+    assert!(actions.is_empty());
+    let again = only_join(c.join(7_010, 7, join_req(&a, None)), 7);
+    assert_eq!(again.generation_id, 2);
+    // The waits never exceed the rebalance timeout (30 s here), however many join.
+    let mut c = Coordinator::new(
+        CoordinatorConfig {
+            initial_rebalance_delay: 20_000,
+            ..CoordinatorConfig::default()
+        },
+        "n",
+    );
+    join_new(&mut c, 0, 1);
+    join_new(&mut c, 10_000, 3);
+    join_new(&mut c, 25_000, 5);
+    assert!(c.tick(29_999).is_empty());
+    assert_eq!(
+        c.tick(30_000).len(),
+        3,
+        "completed at the rebalance timeout"
+    );
 }

@@ -169,6 +169,15 @@ impl GroupService {
         }
         let mut waiters = self.waiters.lock().unwrap_or_else(|e| e.into_inner());
         for a in actions {
+            match &a {
+                Action::Join(id, r) => tracing::debug!(
+                    reply = id, member = %r.member_id, generation = r.generation_id,
+                    error = r.error, leader = %r.leader, "JoinGroup answered"
+                ),
+                Action::Sync(id, r) => {
+                    tracing::debug!(reply = id, error = r.error, "SyncGroup answered")
+                }
+            }
             let (id, answer) = match a {
                 Action::Join(id, r) => (id, Answer::Join(r)),
                 Action::Sync(id, r) => (id, Answer::Sync(r)),
@@ -182,6 +191,7 @@ impl GroupService {
     /// Handles a JoinGroup; the receiver yields the answer (maybe after a rebalance).
     pub fn join(&self, req: JoinRequest) -> oneshot::Receiver<Answer> {
         let (id, rx) = self.park();
+        tracing::debug!(group = %req.group_id, member = %req.member_id, reply = id, "JoinGroup");
         let actions = self.coordinator().join(self.now(), id, req);
         self.deliver(actions);
         rx
@@ -190,6 +200,10 @@ impl GroupService {
     /// Handles a SyncGroup; the receiver yields the answer (maybe after the leader's).
     pub fn sync(&self, req: SyncRequest) -> oneshot::Receiver<Answer> {
         let (id, rx) = self.park();
+        tracing::debug!(
+            group = %req.group_id, member = %req.member_id, generation = req.generation_id,
+            leader = !req.assignments.is_empty(), reply = id, "SyncGroup"
+        );
         let actions = self.coordinator().sync(self.now(), id, req);
         self.deliver(actions);
         rx
@@ -203,12 +217,16 @@ impl GroupService {
         member: &str,
         instance: Option<&str>,
     ) -> i16 {
-        self.coordinator()
-            .heartbeat(self.now(), group, generation, member, instance)
+        let code = self
+            .coordinator()
+            .heartbeat(self.now(), group, generation, member, instance);
+        tracing::debug!(group, member, generation, code, "Heartbeat");
+        code
     }
 
     /// Handles a LeaveGroup.
     pub fn leave(&self, group: &str, members: &[(String, Option<String>)]) -> Vec<i16> {
+        tracing::debug!(group, ?members, "LeaveGroup");
         let (codes, actions) = self.coordinator().leave(self.now(), group, members);
         self.deliver(actions);
         codes

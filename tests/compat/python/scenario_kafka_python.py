@@ -27,8 +27,7 @@ step(C, "produce 5000 idempotent gzip messages")
 
 def consumer(group, **extra):
     return KafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group,
-                         auto_offset_reset="earliest", enable_auto_commit=False,
-                         session_timeout_ms=6000, heartbeat_interval_ms=1000, **extra)
+                         auto_offset_reset="earliest", enable_auto_commit=False, **extra)
 
 
 def drain(c, idle=3.0):
