@@ -56,22 +56,11 @@ pub async fn serve(addr: &str, observed: Observed) -> anyhow::Result<SocketAddr>
 
 async fn accept_loop(listener: TcpListener, observed: Observed, started: Instant) {
     let limit = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-    let mut backoff = Duration::from_millis(10);
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
         };
-        let sock = match listener.accept().await {
-            Ok((sock, _)) => sock,
-            Err(e) => {
-                // EMFILE and friends: wait and retry rather than spin.
-                tracing::warn!("HTTP accept failed: {e}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(10);
+        let (sock, _) = finstream_broker::server::accept(&listener).await;
         let observed = observed.clone();
         tokio::spawn(async move {
             let _ = handle(sock, &observed, started).await;

@@ -38,6 +38,26 @@ pub async fn run(
     let _ = done_rx.recv().await;
 }
 
+/// The next connection. A failed accept (EMFILE and friends) is logged and retried after a
+/// pause that doubles up to 1 s, rather than in a busy loop.
+pub async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, std::net::SocketAddr) {
+    let mut backoff = Duration::from_millis(10);
+    loop {
+        match listener.accept().await {
+            Ok(s) => return s,
+            Err(e) => {
+                let addr = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                tracing::warn!("accept on {addr} failed: {e}; retrying in {backoff:?}");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
 async fn accept_loop(
     listener: &TcpListener,
     state: &Arc<State>,
@@ -46,22 +66,11 @@ async fn accept_loop(
     notify_shutdown: &broadcast::Sender<()>,
     done_tx: &mpsc::Sender<()>,
 ) {
-    let mut backoff = Duration::from_millis(10);
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
             return;
         };
-        let (socket, peer) = match listener.accept().await {
-            Ok(s) => s,
-            Err(e) => {
-                // EMFILE and friends: wait and retry rather than spin or die.
-                tracing::warn!("accept failed: {e}; retrying in {backoff:?}");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
-        };
-        backoff = Duration::from_millis(10);
+        let (socket, peer) = accept(listener).await;
         tracing::debug!(%peer, "accepted connection");
         let state = state.clone();
         let shutdown = notify_shutdown.subscribe();

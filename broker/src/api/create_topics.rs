@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
-use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, ResponseKind};
+use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::ResponseError;
 
 use super::{str_bytes, Reply};
@@ -17,19 +17,12 @@ pub fn handle(state: &Arc<State>, req: CreateTopicsRequest, version: i16) -> Rep
     if !created {
         return Reply::Ready(Box::new(response.into()), version);
     }
-    let flusher = state.flusher.clone();
-    Reply::Later(
-        Box::pin(async move {
-            let mut response = response;
-            if !flusher.flush(Vec::new()).await {
-                for t in response.topics.iter_mut().filter(|t| t.error_code == 0) {
-                    t.error_code = ResponseError::KafkaStorageError.code();
-                }
-            }
-            ResponseKind::from(response)
-        }),
-        version,
-    )
+    super::when_durable(state, response, version, |mut response| {
+        for t in response.topics.iter_mut().filter(|t| t.error_code == 0) {
+            t.error_code = ResponseError::KafkaStorageError.code();
+        }
+        response
+    })
 }
 
 fn create(state: &Arc<State>, req: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {

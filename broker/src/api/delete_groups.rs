@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use kafka_protocol::messages::delete_groups_response::DeletableGroupResult;
-use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse, ResponseKind};
+use kafka_protocol::messages::{DeleteGroupsRequest, DeleteGroupsResponse};
 use kafka_protocol::ResponseError;
 
 use super::Reply;
@@ -24,12 +24,10 @@ pub fn handle(state: &Arc<State>, req: DeleteGroupsRequest, version: i16) -> Rep
         })
         .collect();
     let response = DeleteGroupsResponse::default().with_results(results);
-    let flusher = state.flusher.clone();
-    Reply::Later(
-        Box::pin(async move {
-            flusher.flush(Vec::new()).await;
-            ResponseKind::from(response)
-        }),
-        version,
-    )
+    super::when_durable(state, response, version, |mut response| {
+        for r in response.results.iter_mut().filter(|r| r.error_code == 0) {
+            r.error_code = ResponseError::KafkaStorageError.code();
+        }
+        response
+    })
 }

@@ -4,9 +4,7 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::{
-    InitProducerIdRequest, InitProducerIdResponse, ProducerId, ResponseKind,
-};
+use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 use kafka_protocol::ResponseError;
 
 use super::Reply;
@@ -53,20 +51,10 @@ pub fn handle(
     let response = InitProducerIdResponse::default()
         .with_producer_id(ProducerId(id))
         .with_producer_epoch(epoch);
-    let flusher = state.flusher.clone();
-    Reply::Later(
-        Box::pin(async move {
-            if flusher.flush(Vec::new()).await {
-                ResponseKind::from(response)
-            } else {
-                ResponseKind::from(
-                    InitProducerIdResponse::default()
-                        .with_error_code(ResponseError::KafkaStorageError.code())
-                        .with_producer_id(ProducerId(-1))
-                        .with_producer_epoch(-1),
-                )
-            }
-        }),
-        version,
-    )
+    super::when_durable(state, response, version, |_| {
+        InitProducerIdResponse::default()
+            .with_error_code(ResponseError::KafkaStorageError.code())
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    })
 }

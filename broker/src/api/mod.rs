@@ -165,6 +165,26 @@ pub fn decode(
     })
 }
 
+/// Answers `response` once every earlier write is durable (a flush of its own, shared with
+/// any flush under way); if the flush fails, `failed` turns it into the API's
+/// KAFKA_STORAGE_ERROR answer.
+fn when_durable<R>(state: &State, response: R, version: i16, failed: fn(R) -> R) -> Reply
+where
+    R: Into<ResponseKind> + Send + 'static,
+{
+    let flusher = state.flusher.clone();
+    Reply::Later(
+        Box::pin(async move {
+            if flusher.flush(Vec::new()).await {
+                response.into()
+            } else {
+                failed(response).into()
+            }
+        }),
+        version,
+    )
+}
+
 /// Waits for a parked group request's answer; `None` if the broker shuts down first.
 async fn wait_answer(
     state: &State,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use kafka_protocol::messages::offset_commit_response::{
     OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
-use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, ResponseKind};
+use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse};
 use kafka_protocol::ResponseError;
 
 use super::Reply;
@@ -82,19 +82,12 @@ pub fn handle(state: &Arc<State>, req: OffsetCommitRequest, version: i16) -> Rep
     if group_code != 0 {
         return Reply::Ready(Box::new(response.into()), version);
     }
-    let flusher = state.flusher.clone();
-    Reply::Later(
-        Box::pin(async move {
-            let mut response = response;
-            if !flusher.flush(Vec::new()).await {
-                for t in &mut response.topics {
-                    for p in &mut t.partitions {
-                        p.error_code = ResponseError::KafkaStorageError.code();
-                    }
-                }
+    super::when_durable(state, response, version, |mut response| {
+        for t in &mut response.topics {
+            for p in &mut t.partitions {
+                p.error_code = ResponseError::KafkaStorageError.code();
             }
-            ResponseKind::from(response)
-        }),
-        version,
-    )
+        }
+        response
+    })
 }

@@ -240,6 +240,28 @@ impl LazyFsImpl {
     }
 }
 
+impl LazyFsImpl {
+    /// unlink or rmdir: at once on the backing directory.
+    fn remove(
+        &self,
+        parent: INodeNo,
+        name: &OsStr,
+        op: fn(&Path) -> std::io::Result<()>,
+        reply: ReplyEmpty,
+    ) {
+        let mut s = self.lock();
+        let r = s.child(parent.0, name).and_then(|rel| {
+            op(&s.backing.join(&rel)).map_err(errno)?;
+            s.forget_path(&rel);
+            Ok(())
+        });
+        match r {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(e),
+        }
+    }
+}
+
 impl Filesystem for LazyFsImpl {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let rel = match self.lock().child(parent.0, name) {
@@ -314,29 +336,11 @@ impl Filesystem for LazyFsImpl {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut s = self.lock();
-        let r = s.child(parent.0, name).and_then(|rel| {
-            fs::remove_file(s.backing.join(&rel)).map_err(errno)?;
-            s.forget_path(&rel);
-            Ok(())
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.remove(parent, name, |p| fs::remove_file(p), reply);
     }
 
     fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
-        let mut s = self.lock();
-        let r = s.child(parent.0, name).and_then(|rel| {
-            fs::remove_dir(s.backing.join(&rel)).map_err(errno)?;
-            s.forget_path(&rel);
-            Ok(())
-        });
-        match r {
-            Ok(()) => reply.ok(),
-            Err(e) => reply.error(e),
-        }
+        self.remove(parent, name, |p| fs::remove_dir(p), reply);
     }
 
     fn rename(
