@@ -32,7 +32,7 @@ for rep in $(seq 1 "$REPS"); do
   echo "{\"run\":\"clean-only\",\"rep\":$rep,\"rows\":$ROWS,\"seconds\":$secs,\"rows_per_s\":$(python3 -c "print($ROWS/$secs)"),\"peak_rss_kb\":$rss}" | tee -a "$OUT"
 
   # all-in-one, a fresh table and data dir each time
-  psql "$url" -qc "DROP TABLE IF EXISTS transactions, finstream_offsets, finstream_dead_letters, finstream_schema_migrations"
+  psql "$url" -qc "DROP TABLE IF EXISTS transactions, finstream_offsets, finstream_dead_letters, finstream_gaps, finstream_schema_migrations"
   rm -rf "$work/data"
   read -r secs rss < <(peak_rss_kb "$FINSTREAM" all-in-one --csv "$work/tx.csv" --database-url "$url" --data-dir "$work/data" --scaler "$ROOT/data/scaler.json")
   n=$(psql "$url" -tAc "SELECT count(*) FROM transactions")
@@ -51,7 +51,7 @@ done
 # Memory flat in file size: the same pipeline on 5x the rows, as many times (one peak is a
 # noisy figure: 1x runs alone range over ±15%).
 for rep in $(seq 1 "$REPS"); do
-psql "$url" -qc "DROP TABLE IF EXISTS transactions, finstream_offsets, finstream_dead_letters, finstream_schema_migrations"
+psql "$url" -qc "DROP TABLE IF EXISTS transactions, finstream_offsets, finstream_dead_letters, finstream_gaps, finstream_schema_migrations"
 rm -rf "$work/data"
 read -r secs rss < <(peak_rss_kb "$FINSTREAM" all-in-one --csv "$work/tx5.csv" --database-url "$url" --data-dir "$work/data" --scaler "$ROOT/data/scaler.json")
 echo "{\"run\":\"all-in-one-5x\",\"rep\":$rep,\"rows\":$((ROWS * 5)),\"seconds\":$secs,\"rows_per_s\":$(python3 -c "print($ROWS*5/$secs)"),\"peak_rss_kb\":$rss}" | tee -a "$OUT"

@@ -142,23 +142,49 @@ async fn kill_9_the_consumer_repeatedly_and_every_row_is_there_once() {
     produce_csv(&broker.addr, "tx", &csv).await;
     let client = db.client().await;
     let mut interrupted_mid_load = 0;
-    for delay_ms in [400u64, 700, 500, 900, 600]
+    // A short session: the killed consumer never leaves the group, and the next one waits
+    // for its session to expire before it gets the partition.
+    let opts = [
+        "--batch-size",
+        "500",
+        "-X",
+        "session.timeout.ms=3000",
+        "-X",
+        "heartbeat.interval.ms=500",
+    ];
+    // Rows in the table, 0 before the first consumer creates it.
+    async fn loaded(client: &tokio_postgres::Client) -> i64 {
+        client
+            .query_one("SELECT count(*) FROM transactions", &[])
+            .await
+            .map_or(0, |r| r.get(0))
+    }
+    for delay_ms in [30u64, 80, 50, 120, 60]
         .into_iter()
         .cycle()
         .take(kills as usize)
     {
-        let mut child = spawn_consume(&broker.addr, "tx", &db.url, "g", &["--batch-size", "500"]);
+        let before = loaded(&client).await;
+        if before >= rows as i64 {
+            break; // all loaded already: nothing left to interrupt
+        }
+        let mut child = spawn_consume(&broker.addr, "tx", &db.url, "g", &opts);
+        // Kill once loading is under way (after the group formed), a little into it.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while loaded(&client).await == before && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         tokio::time::sleep(Duration::from_millis(delay_ms)).await;
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
-        let n = count_rows(&client, "transactions").await;
-        if n > 0 && n < rows as i64 {
+        let n = loaded(&client).await;
+        if n > before && n < rows as i64 {
             interrupted_mid_load += 1;
         }
     }
     assert!(
-        interrupted_mid_load >= 1,
-        "no kill landed in the middle of the load"
+        interrupted_mid_load >= kills.min(2) as usize,
+        "only {interrupted_mid_load} of {kills} kills landed in the middle of the load"
     );
     let out = spawn_consume(&broker.addr, "tx", &db.url, "g", &[])
         .wait_with_output()

@@ -32,7 +32,12 @@ impl Loader {
                 id
             }
             Err(e) => {
-                tracing::warn!("{e}; checking offsets only");
+                // Once per run at warn level: a cluster without topic ids fails every time.
+                if std::mem::replace(&mut self.topic_id_warned, true) {
+                    tracing::debug!("{e}; checking offsets only");
+                } else {
+                    tracing::warn!("{e}; checking offsets only (further failures at debug level)");
+                }
                 None
             }
         }

@@ -187,6 +187,8 @@ pub(crate) struct Loader {
     pub(crate) topic_id: Option<String>,
     /// When the topic's id was last asked.
     pub(crate) topic_checked: Instant,
+    /// A failure to learn the topic id was logged at warn level already.
+    pub(crate) topic_id_warned: bool,
     pub(crate) summary: Summary,
     /// Batches committed asynchronously that a PostgreSQL crash could still take back:
     /// (when, next offset per partition, rows, dead letters). Only for the counts reported.
@@ -541,6 +543,7 @@ impl Loader {
             positions: HashMap::new(),
             topic_id: None,
             topic_checked: Instant::now(),
+            topic_id_warned: false,
             summary: Summary::default(),
             unconfirmed: std::collections::VecDeque::new(),
         };
