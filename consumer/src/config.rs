@@ -102,7 +102,8 @@ pub struct Summary {
     pub dead_letters: u64,
     /// Transactions committed.
     pub batches: u64,
-    /// Batches rolled back and retried (PostgreSQL errors or offset conflicts).
+    /// Times the consumer went back to PostgreSQL's positions (PostgreSQL failures, offset
+    /// conflicts) and loaded again from there.
     pub retries: u64,
     /// Stored positions that did not fit their log (recorded in `finstream_gaps`).
     pub gaps: u64,
@@ -131,30 +132,3 @@ impl std::fmt::Display for Summary {
 
 /// Target offsets: the run ends once PostgreSQL holds at least these for every partition.
 pub type Targets = HashMap<i32, i64>;
-
-/// Resolves the PostgreSQL settings: a URL (flag or `DATABASE_URL`) if given, otherwise the
-/// libpq `PG*` variables with libpq's defaults (but TCP to 127.0.0.1 rather than a socket).
-pub fn pg_config(url: Option<&str>) -> Result<tokio_postgres::Config, String> {
-    if let Some(url) = url.filter(|u| !u.is_empty()) {
-        return url
-            .parse()
-            .map_err(|e| format!("invalid database URL: {e}"));
-    }
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let mut c = tokio_postgres::Config::new();
-    c.host(env("PGHOST").unwrap_or_else(|| "127.0.0.1".into()));
-    let port = env("PGPORT").unwrap_or_else(|| "5432".into());
-    c.port(
-        port.parse()
-            .map_err(|_| format!("PGPORT '{port}' is not a port"))?,
-    );
-    let user = env("PGUSER").unwrap_or_else(|| "postgres".into());
-    c.user(&user);
-    c.dbname(env("PGDATABASE").unwrap_or(user));
-    if let Some(p) = env("PGPASSWORD") {
-        c.password(p);
-    }
-    c.application_name("finstream");
-    c.connect_timeout(Duration::from_secs(10));
-    Ok(c)
-}

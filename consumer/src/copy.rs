@@ -15,8 +15,8 @@ use bytes::Bytes;
 use futures_util::SinkExt;
 use tokio_postgres::Transaction;
 
-use crate::db::DeadLetter;
 use crate::pgerror::{self, Kind};
+use crate::sink::DeadLetter;
 
 /// Binary COPY signature, flags and header-extension length.
 const COPY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";

@@ -1,13 +1,13 @@
-//! PostgreSQL side: connection, versioned migrations of our own tables, the target table,
-//! and the one transaction per batch that makes the load exactly-once:
-//! `COPY rows` + `INSERT dead letters` + compare-and-set of each partition's next offset.
+//! PostgreSQL side: connection settings (a URL or libpq's `PG*` variables), connecting with
+//! retries, versioned migrations of our own tables and the target table. The batch
+//! transaction itself is in [`crate::sink`].
 
 use std::collections::HashMap;
+use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio_postgres::{Client, Config, NoTls, Transaction};
 
-use crate::copy::{self, CopyRows};
-use crate::gap::{Gap, Stored};
 use crate::pgerror::{self, Kind};
 
 /// Errors talking to PostgreSQL. Each prints the SQLSTATE, message, detail, hint and
@@ -62,7 +62,7 @@ impl DbError {
     }
 
     /// Adds what was being done to a fatal error.
-    fn context(self, what: impl FnOnce() -> String) -> Self {
+    pub(crate) fn context(self, what: impl FnOnce() -> String) -> Self {
         match self {
             DbError::Fatal { error, .. } => DbError::Fatal {
                 error,
@@ -141,6 +141,67 @@ pub async fn connect(config: &Config) -> Result<Client, DbError> {
     Ok(client)
 }
 
+/// Resolves the PostgreSQL settings: a URL (flag or `DATABASE_URL`) if given, otherwise the
+/// libpq `PG*` variables with libpq's defaults (but TCP to 127.0.0.1 rather than a socket).
+pub fn pg_config(url: Option<&str>) -> Result<tokio_postgres::Config, String> {
+    if let Some(url) = url.filter(|u| !u.is_empty()) {
+        return url
+            .parse()
+            .map_err(|e| format!("invalid database URL: {e}"));
+    }
+    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let mut c = tokio_postgres::Config::new();
+    c.host(env("PGHOST").unwrap_or_else(|| "127.0.0.1".into()));
+    let port = env("PGPORT").unwrap_or_else(|| "5432".into());
+    c.port(
+        port.parse()
+            .map_err(|_| format!("PGPORT '{port}' is not a port"))?,
+    );
+    let user = env("PGUSER").unwrap_or_else(|| "postgres".into());
+    c.user(&user);
+    c.dbname(env("PGDATABASE").unwrap_or(user));
+    if let Some(p) = env("PGPASSWORD") {
+        c.password(p);
+    }
+    c.application_name("finstream");
+    c.connect_timeout(Duration::from_secs(10));
+    Ok(c)
+}
+
+/// Connects with `synchronous_commit` as asked, retrying with capped exponential backoff
+/// while PostgreSQL is unavailable (or until shutdown, then `None`).
+pub async fn connect_with_retry(
+    config: &Config,
+    synchronous_commit: bool,
+    max_backoff: Duration,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<Option<Client>, DbError> {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let connected = match connect(config).await {
+            Ok(c) if synchronous_commit => Ok(c),
+            Ok(c) => c
+                .batch_execute("SET synchronous_commit = off")
+                .await
+                .map(|()| c)
+                .map_err(DbError::from),
+            Err(e) => Err(e),
+        };
+        match connected {
+            Ok(c) => return Ok(Some(c)),
+            Err(e) if e.is_transient() => {
+                tracing::warn!("{e}; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = shutdown.wait_for(|s| *s) => return Ok(None),
+                }
+                backoff = (backoff * 2).min(max_backoff);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 /// Our own tables, versioned. Never edit an applied migration; add a new one.
 const MIGRATIONS: &[(i32, &str)] = &[
     (
@@ -189,72 +250,10 @@ const MIGRATIONS: &[(i32, &str)] = &[
 
 /// The PostgreSQL side of one consumer.
 pub struct Sink {
-    table: TableName,
-    offsets: String,
-    dead: String,
-    gaps: String,
-}
-
-/// One good row.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    /// Amount (scaled by the producer).
-    pub amount: f64,
-    /// Cleaned description.
-    pub description: String,
-}
-
-/// One poison message.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeadLetter {
-    /// Topic.
-    pub topic: String,
-    /// Partition.
-    pub partition: i32,
-    /// Offset.
-    pub offset: i64,
-    /// Message key.
-    pub key: Option<Vec<u8>>,
-    /// Raw value.
-    pub value: Option<Vec<u8>>,
-    /// Why it was refused.
-    pub error: String,
-}
-
-/// Offset advance of one partition: from `expected` (what PostgreSQL holds now, `None` if no
-/// row yet) to `next`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Advance {
-    /// Stored next offset before this batch.
-    pub expected: Option<i64>,
-    /// Next offset after this batch.
-    pub next: i64,
-}
-
-/// One batch, ready to commit.
-#[derive(Debug, Default)]
-pub struct BatchData {
-    /// Good rows.
-    pub rows: CopyRows,
-    /// Poison messages.
-    pub dead: Vec<DeadLetter>,
-    /// Offset advance per partition.
-    pub advances: HashMap<i32, Advance>,
-    /// The topic's id as last checked (`None`: unknown, the stored id is kept).
-    pub topic_id: Option<String>,
-}
-
-/// Result of writing a batch.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Written {
-    /// Committed; `refused` rows PostgreSQL refused for their content went to the
-    /// dead-letter table instead of the table.
-    Committed {
-        /// Rows moved to the dead-letter table by PostgreSQL's verdict.
-        refused: usize,
-    },
-    /// Another consumer moved a partition's offset first: rolled back, nothing written.
-    Conflict,
+    pub(crate) table: TableName,
+    pub(crate) offsets: String,
+    pub(crate) dead: String,
+    pub(crate) gaps: String,
 }
 
 impl Sink {
@@ -345,282 +344,6 @@ impl Sink {
         }
         Ok(())
     }
-
-    /// The stored next offset and topic id of every partition of `topic` for `group`.
-    pub async fn positions(
-        &self,
-        client: &Client,
-        group: &str,
-        topic: &str,
-    ) -> Result<HashMap<i32, Stored>, DbError> {
-        let rows = client
-            .query(
-                &format!(
-                    "SELECT partition, next_offset, topic_id FROM {}
-                     WHERE group_id = $1 AND topic = $2",
-                    self.offsets
-                ),
-                &[&group, &topic],
-            )
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let stored = Stored {
-                    next: r.get(1),
-                    topic_id: r.get(2),
-                };
-                (r.get(0), stored)
-            })
-            .collect())
-    }
-
-    /// Makes every earlier commit of this connection durable: a transaction with
-    /// `synchronous_commit = on` that writes (it touches this group's offset rows) waits for
-    /// the WAL up to itself, i.e. for all asynchronous commits before it.
-    pub async fn make_durable(
-        &self,
-        client: &mut Client,
-        group: &str,
-        topic: &str,
-    ) -> Result<(), DbError> {
-        let tx = client.transaction().await?;
-        tx.batch_execute("SET LOCAL synchronous_commit = on")
-            .await?;
-        tx.execute(
-            &format!(
-                "UPDATE {} SET updated_at = now() WHERE group_id = $1 AND topic = $2",
-                self.offsets
-            ),
-            &[&group, &topic],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Writes one batch in one transaction: rows by binary COPY, dead letters, and the
-    /// compare-and-set of every partition's offset. Nothing is written on conflict. Rows
-    /// PostgreSQL refuses for their content go to the dead-letter table (see [`copy`]).
-    pub async fn write(
-        &self,
-        client: &mut Client,
-        group: &str,
-        topic: &str,
-        batch: BatchData,
-    ) -> Result<Written, DbError> {
-        let BatchData {
-            rows,
-            mut dead,
-            advances,
-            topic_id,
-        } = batch;
-        let what = || describe_batch(topic, &advances);
-        let rows = rows.freeze();
-        let sql = copy::copy_sql(&self.table.quoted());
-        let mut tx = client.transaction().await?;
-        let mut refused = 0;
-        if !rows.is_empty() {
-            if let Err(e) = copy::copy_all(&tx, &sql, &rows).await {
-                if pgerror::kind(&e) != Kind::Row {
-                    return Err(DbError::from(e).context(what));
-                }
-                tracing::warn!(
-                    "{}: PostgreSQL refused a row ({}); loading the batch again without \
-                     the rows it refuses",
-                    what(),
-                    pgerror::describe(&e)
-                );
-                tx.rollback().await?;
-                tx = client.transaction().await?;
-                let hint = pgerror::copy_line(&e).map(|line| line - 1);
-                let out = copy::copy_sorting_out(&tx, &sql, &rows, topic, hint)
-                    .await
-                    .map_err(|e| DbError::from(e).context(what))?;
-                for d in &out {
-                    tracing::warn!(
-                        topic = %d.topic, partition = d.partition, offset = d.offset,
-                        "row to the dead-letter table: {}", d.error
-                    );
-                }
-                refused = out.len();
-                dead.extend(out);
-            }
-        }
-        self.insert_dead_letters(&tx, group, &dead)
-            .await
-            .map_err(|e| e.context(what))?;
-        let moved = self
-            .advance(&tx, group, topic, &advances, topic_id.as_deref())
-            .await
-            .map_err(|e| e.context(what))?;
-        if !moved {
-            tx.rollback().await?;
-            return Ok(Written::Conflict);
-        }
-        tx.commit().await?;
-        Ok(Written::Committed { refused })
-    }
-
-    async fn insert_dead_letters(
-        &self,
-        tx: &Transaction<'_>,
-        group: &str,
-        dead: &[DeadLetter],
-    ) -> Result<(), DbError> {
-        if dead.is_empty() {
-            return Ok(());
-        }
-        let stmt = tx
-            .prepare(&format!(
-                "INSERT INTO {} (group_id, topic, partition, \"offset\", key, value, error)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)
-                 ON CONFLICT (group_id, topic, partition, \"offset\") DO NOTHING",
-                self.dead
-            ))
-            .await?;
-        for d in dead {
-            // PostgreSQL text cannot hold NUL; an error message quoting input might.
-            let error = d.error.replace('\0', "\\0");
-            tx.execute(
-                &stmt,
-                &[
-                    &group,
-                    &d.topic,
-                    &d.partition,
-                    &d.offset,
-                    &d.key,
-                    &d.value,
-                    &error,
-                ],
-            )
-            .await?;
-        }
-        Ok(())
-    }
-
-    /// Compare-and-set of every partition's next offset (and its topic id, when known).
-    /// False if another consumer moved one first.
-    async fn advance(
-        &self,
-        tx: &Transaction<'_>,
-        group: &str,
-        topic: &str,
-        advances: &HashMap<i32, Advance>,
-        topic_id: Option<&str>,
-    ) -> Result<bool, DbError> {
-        let update = tx
-            .prepare(&format!(
-                "UPDATE {} SET next_offset = $4, topic_id = COALESCE($6, topic_id),
-                     updated_at = now()
-                 WHERE group_id = $1 AND topic = $2 AND partition = $3 AND next_offset = $5",
-                self.offsets
-            ))
-            .await?;
-        let insert = tx
-            .prepare(&format!(
-                "INSERT INTO {} (group_id, topic, partition, next_offset, topic_id)
-                 VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT DO NOTHING",
-                self.offsets
-            ))
-            .await?;
-        for (partition, adv) in advances {
-            let n = match adv.expected {
-                Some(expected) => {
-                    tx.execute(
-                        &update,
-                        &[&group, &topic, partition, &adv.next, &expected, &topic_id],
-                    )
-                    .await?
-                }
-                None => {
-                    tx.execute(&insert, &[&group, &topic, partition, &adv.next, &topic_id])
-                        .await?
-                }
-            };
-            if n != 1 {
-                tracing::warn!(
-                    topic,
-                    partition,
-                    expected = ?adv.expected,
-                    "offset moved by another consumer; batch rolled back"
-                );
-                return Ok(false);
-            }
-        }
-        Ok(true)
-    }
-
-    /// Records a gap (see [`crate::gap`]) and moves the partition's position to where
-    /// loading resumes, in one transaction, by compare-and-set from `stored`. Conflict if
-    /// another consumer moved the position first.
-    pub async fn record_gap(
-        &self,
-        client: &mut Client,
-        group: &str,
-        topic: &str,
-        partition: i32,
-        gap: &Gap,
-    ) -> Result<Written, DbError> {
-        let (old_id, new_id) = match &gap.kind {
-            crate::gap::GapKind::TopicRecreated { old, new } => (Some(old), Some(new)),
-            _ => (None, gap.live.topic_id.as_ref()),
-        };
-        let tx = client.transaction().await?;
-        let adv = HashMap::from([(
-            partition,
-            Advance {
-                expected: Some(gap.stored),
-                next: gap.resume_at(),
-            },
-        )]);
-        if !self
-            .advance(&tx, group, topic, &adv, new_id.map(String::as_str))
-            .await?
-        {
-            tx.rollback().await?;
-            return Ok(Written::Conflict);
-        }
-        tx.execute(
-            &format!(
-                "INSERT INTO {} (group_id, topic, partition, kind, stored_offset, resumed_at,
-                     log_start, high_watermark, old_topic_id, new_topic_id, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-                self.gaps
-            ),
-            &[
-                &group,
-                &topic,
-                &partition,
-                &gap.kind.name(),
-                &gap.stored,
-                &gap.resume_at(),
-                &gap.live.log_start,
-                &gap.live.high_watermark,
-                &old_id,
-                &new_id,
-                &gap.describe(topic, partition),
-            ],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(Written::Committed { refused: 0 })
-    }
-}
-
-/// `topic t partitions 0 [5..9], 1 [17..17]`: which offsets a batch holds, for errors.
-fn describe_batch(topic: &str, advances: &HashMap<i32, Advance>) -> String {
-    let mut parts: Vec<_> = advances.iter().collect();
-    parts.sort_by_key(|(p, _)| **p);
-    let list: Vec<String> = parts
-        .iter()
-        .map(|(p, a)| match a.expected {
-            Some(from) => format!("{p} offsets {from}..{}", a.next - 1),
-            None => format!("{p} offsets up to {}", a.next - 1),
-        })
-        .collect();
-    format!("loading topic {topic} partition {}", list.join(", "))
 }
 
 #[cfg(test)]

@@ -5,7 +5,9 @@
 //! one PostgreSQL transaction; see [`run`] for the whole protocol.
 //!
 //! * [`config`]: what a run is given and reports;
-//! * [`db`]: connection, migrations, the batch transaction;
+//! * [`db`]: connection settings, connecting, migrations;
+//! * [`sink`]: the batch transaction and the stored positions;
+//! * [`tracker`]: positions, batches and counts as a state machine without I/O;
 //! * [`copy`]: rows in binary COPY format; rows PostgreSQL refuses become dead letters;
 //! * [`pgerror`]: which PostgreSQL errors are retried, dead-lettered or fatal;
 //! * [`gap`]: whether a stored position still fits its log (recreated topics, retention);
@@ -17,14 +19,18 @@ pub mod config;
 pub mod copy;
 pub mod db;
 pub mod gap;
+mod kafka;
 pub mod message;
 pub mod pgerror;
 mod positions;
 pub mod run;
+pub mod sink;
 pub mod stats;
 pub mod topic_id;
+pub mod tracker;
 
-pub use config::{pg_config, ConsumeConfig, ConsumeError, Summary, Targets};
+pub use config::{ConsumeConfig, ConsumeError, Summary, Targets};
+pub use db::pg_config;
 pub use gap::OnGap;
 pub use run::run;
 pub use stats::Stats;

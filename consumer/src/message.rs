@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use crate::copy::{CopyRows, Origin};
-use crate::db::Row;
+use crate::sink::Row;
 
 #[derive(serde::Deserialize)]
 struct Typed<'a> {

@@ -1,17 +1,21 @@
 //! Where each partition is loaded from: PostgreSQL's stored positions, checked against the
-//! log as it is now (see [`crate::gap`]), and the seeks that put the Kafka consumer there.
+//! log as it is now (see [`crate::gap`]), the seeks that put the Kafka consumer there, and
+//! the way back after PostgreSQL failed.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::Consumer;
 use rdkafka::Offset;
+use tokio::sync::watch;
 
 use crate::config::{ConsumeError, Targets};
-use crate::db::{DbError, Written};
+use crate::db::{self, DbError};
 use crate::gap::{self, Live, OnGap, Verdict};
-use crate::run::Loader;
+use crate::run::{Building, Loader};
+use crate::sink::{Unsettled, Written};
 use crate::topic_id;
+use crate::tracker::Outcome;
 
 /// How long a question to the cluster (topic id, watermarks) may take.
 const ASK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -43,11 +47,11 @@ impl Loader {
         }
     }
 
-    /// Checks the stored positions of `partitions` against the log and records where each
-    /// is loaded from in `self.positions` (the caller settles any batch in flight first).
-    /// A position that does not fit is handled by the `--on-gap` policy: recorded in
-    /// `finstream_gaps` and moved to the log start, or the run stops. Returns the
-    /// partitions whose position moved, to seek.
+    /// Checks the stored positions of `partitions` against the log and tells the tracker
+    /// where each is loaded from (the caller settles any batch in flight first). A position
+    /// that does not fit is handled by the `--on-gap` policy: recorded in `finstream_gaps`
+    /// and moved to the log start, or the run stops. Returns the partitions whose position
+    /// moved, to seek.
     pub(crate) async fn reconcile(
         &mut self,
         partitions: &[i32],
@@ -64,24 +68,19 @@ impl Loader {
         let mut moved = Vec::new();
         for &p in partitions {
             let Some(st) = stored.get(&p) else {
-                self.positions.insert(p, None);
+                self.tracker.checked(p, None);
                 continue;
             };
-            let next = match self.live(p, live_id.clone()).map(|l| gap::check(st, &l)) {
-                None | Some(Verdict::Keep) | Some(Verdict::AdoptId(_)) => Some(st.next),
-                Some(Verdict::Gap(g)) => self.on_gap(p, &g).await?,
-            };
-            match next {
-                Some(n) => {
-                    self.positions.insert(p, Some(n));
-                    self.remember(p, n);
-                    if n != st.next {
-                        moved.push((p, n));
-                    }
+            let verdict = self.live(p, live_id.clone()).map(|l| gap::check(st, &l));
+            match verdict {
+                None | Some(Verdict::Keep) | Some(Verdict::AdoptId(_)) => {
+                    self.tracker.checked(p, Some(st.next));
                 }
-                // Another consumer moved it: look again at the next message.
-                None => {
-                    self.positions.remove(&p);
+                Some(Verdict::Gap(g)) => {
+                    if self.on_gap(p, &g).await? {
+                        moved.push((p, g.resume_at()));
+                    }
+                    // Otherwise another consumer moved it: looked at again next message.
                 }
             }
         }
@@ -111,9 +110,10 @@ impl Loader {
         }
     }
 
-    /// Applies the `--on-gap` policy to a position that does not fit its log. Returns where
-    /// loading resumes, or `None` if another consumer moved the position first.
-    async fn on_gap(&mut self, partition: i32, g: &gap::Gap) -> Result<Option<i64>, ConsumeError> {
+    /// Applies the `--on-gap` policy to a position that does not fit its log. True if the
+    /// gap was recorded and the position moved to the log start; false if another
+    /// consumer moved the position first.
+    async fn on_gap(&mut self, partition: i32, g: &gap::Gap) -> Result<bool, ConsumeError> {
         let what = g.describe(&self.cfg.topic, partition);
         let recreated = matches!(g.kind, gap::GapKind::TopicRecreated { .. });
         if self.cfg.on_gap == OnGap::Fail && !recreated {
@@ -134,37 +134,11 @@ impl Loader {
         {
             Written::Committed { .. } => {
                 self.cfg.stats.gap(g.kind.name());
-                self.summary.gaps += 1;
-                Ok(Some(g.resume_at()))
+                self.tracker.gap(partition, g.resume_at());
+                Ok(true)
             }
-            Written::Conflict => Ok(None),
+            Written::Conflict => Ok(false),
         }
-    }
-
-    /// Where a partition assigned later starts (see `Ctx::pg_positions`).
-    fn remember(&self, partition: i32, next: i64) {
-        if let Ok(mut known) = self.consumer.context().pg_positions.lock() {
-            known.insert(partition, next);
-        }
-    }
-
-    /// The assigned partitions whose position has not been checked since assignment.
-    pub(crate) fn unchecked(&self) -> Vec<i32> {
-        self.assigned()
-            .into_iter()
-            .filter(|p| !self.positions.contains_key(p))
-            .collect()
-    }
-
-    /// The partitions assigned to this consumer now.
-    pub(crate) fn assigned(&self) -> Vec<i32> {
-        self.consumer
-            .assignment()
-            .unwrap_or_default()
-            .elements()
-            .iter()
-            .map(|e| e.partition())
-            .collect()
     }
 
     /// Seeks one partition; returns whether librdkafka accepted it.
@@ -183,7 +157,8 @@ impl Loader {
     }
 
     /// Seeks, retrying briefly: a partition assigned a moment ago may not be fetching yet.
-    pub(crate) async fn seek_patiently(&self, partition: i32, target: Offset) {
+    /// Only when every partition is being sought (messages received meanwhile are dropped).
+    async fn seek_patiently(&self, partition: i32, target: Offset) {
         for attempt in 0..50 {
             if self.seek(partition, target) {
                 return;
@@ -196,9 +171,62 @@ impl Loader {
         }
     }
 
-    /// Seeks every assigned partition to PostgreSQL's stored offset.
+    /// PostgreSQL went away: pauses fetching, reconnects, settles the batch that was being
+    /// committed (`unsettled`: did it commit after all?), re-reads the stored offsets and
+    /// seeks back to them.
+    pub(crate) async fn recover(
+        &mut self,
+        shutdown: &mut watch::Receiver<bool>,
+        unsettled: Option<Unsettled>,
+    ) -> Result<(), ConsumeError> {
+        self.cfg.stats.postgres(false);
+        let assignment = self.consumer.assignment()?;
+        let _ = self.consumer.pause(&assignment);
+        let client = {
+            // Keep serving the consumer (rebalances, poll interval) while waiting; messages
+            // received now are dropped, the partitions are sought back below.
+            let connect = db::connect_with_retry(
+                &self.cfg.pg,
+                self.cfg.synchronous_commit,
+                self.cfg.max_backoff,
+                shutdown,
+            );
+            tokio::pin!(connect);
+            loop {
+                tokio::select! {
+                    r = &mut connect => break r?,
+                    _ = self.consumer.recv() => {}
+                }
+            }
+        };
+        let Some(client) = client else {
+            return Ok(()); // shutting down; nothing more is written
+        };
+        tracing::info!("PostgreSQL is back");
+        self.cfg.stats.postgres(true);
+        if let Some(u) = unsettled {
+            let committed = match u.xid {
+                Some(xid) => self.sink.committed(&client, xid).await?,
+                None => false,
+            };
+            let outcome = if committed {
+                tracing::info!("the batch in flight did commit");
+                Outcome::Committed { refused: u.refused }
+            } else {
+                Outcome::Failed
+            };
+            self.tracker.commit_ended(outcome, self.now());
+        }
+        self.client = Some(client);
+        self.reposition().await?;
+        let assignment = self.consumer.assignment()?;
+        let _ = self.consumer.resume(&assignment);
+        Ok(())
+    }
+
+    /// Seeks every assigned partition to PostgreSQL's stored offset (asynchronously
+    /// committed batches it no longer has are counted lost and load again).
     pub(crate) async fn reposition(&mut self) -> Result<(), DbError> {
-        self.positions.clear();
         let stored: HashMap<i32, i64> = self
             .sink
             .positions(self.client()?, &self.cfg.group, &self.cfg.topic)
@@ -206,39 +234,18 @@ impl Loader {
             .into_iter()
             .map(|(p, s)| (p, s.next))
             .collect();
-        // After a PostgreSQL crash, asynchronously committed batches may be gone: what this
-        // process remembered committing can be *ahead* of the table, so forget it.
-        if let Ok(mut known) = self.consumer.context().pg_positions.lock() {
-            known.clone_from(&stored);
+        let lost_before = self.tracker.counts().batches_lost;
+        self.building = Building::default();
+        let seeks = self.tracker.repositioned(&stored);
+        if self.tracker.counts().batches_lost > lost_before {
+            tracing::warn!("PostgreSQL lost batches committed asynchronously; loading them again");
         }
-        self.uncount_lost(&stored);
-        for p in self.assigned() {
-            let next = stored.get(&p).copied();
-            self.positions.insert(p, next);
+        self.published();
+        for (p, next) in seeks {
             self.seek_patiently(p, next.map_or(Offset::Beginning, Offset::Offset))
                 .await;
         }
         Ok(())
-    }
-
-    /// Batches the table no longer has were not loaded after all: uncounts them.
-    fn uncount_lost(&mut self, stored: &HashMap<i32, i64>) {
-        for u in self.unconfirmed.drain(..) {
-            let lost = u
-                .next
-                .iter()
-                .any(|(p, next)| stored.get(p).is_none_or(|s| s < next));
-            if lost {
-                tracing::warn!(
-                    rows = u.rows,
-                    "a batch committed asynchronously was lost by PostgreSQL; loading it again"
-                );
-                self.summary.rows_loaded -= u.rows.min(self.summary.rows_loaded);
-                self.summary.dead_letters -= u.dead.min(self.summary.dead_letters);
-                self.summary.batches = self.summary.batches.saturating_sub(1);
-                self.cfg.stats.lost(u.rows, u.dead);
-            }
-        }
     }
 
     /// True once PostgreSQL holds at least `targets` for every partition.

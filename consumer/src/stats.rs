@@ -88,18 +88,22 @@ pub struct Snapshot {
 }
 
 impl Stats {
-    pub(crate) fn committed(&self, rows: usize, dead: usize, took: Duration) {
-        self.rows_loaded.fetch_add(rows as u64, Ordering::Relaxed);
-        self.dead_letters.fetch_add(dead as u64, Ordering::Relaxed);
-        self.batches.fetch_add(1, Ordering::Relaxed);
+    /// Copies the run's counts (they only grow, so the counters never decrease).
+    pub(crate) fn publish(&self, c: &crate::tracker::Counts) {
+        self.rows_loaded.store(c.rows, Ordering::Relaxed);
+        self.dead_letters.store(c.dead_letters, Ordering::Relaxed);
+        self.batches.store(c.batches, Ordering::Relaxed);
+        self.retries.store(c.retries, Ordering::Relaxed);
+        self.rows_lost.store(c.rows_lost, Ordering::Relaxed);
+        self.dead_letters_lost
+            .store(c.dead_letters_lost, Ordering::Relaxed);
+    }
+
+    /// A batch's transaction took `took`.
+    pub(crate) fn batch_took(&self, took: Duration) {
         self.batch_micros
             .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
         self.postgres_ok.store(true, Ordering::Relaxed);
-    }
-    /// A committed batch that PostgreSQL lost in a crash (asynchronous commit).
-    pub(crate) fn lost(&self, rows: u64, dead: u64) {
-        self.rows_lost.fetch_add(rows, Ordering::Relaxed);
-        self.dead_letters_lost.fetch_add(dead, Ordering::Relaxed);
     }
 
     /// A stored position that did not fit its log (`kind` as in `finstream_gaps.kind`).
@@ -109,9 +113,6 @@ impl Stats {
         }
     }
 
-    pub(crate) fn retried(&self) {
-        self.retries.fetch_add(1, Ordering::Relaxed);
-    }
     pub(crate) fn postgres(&self, ok: bool) {
         if !ok {
             self.postgres_errors.fetch_add(1, Ordering::Relaxed);
@@ -301,8 +302,14 @@ mod tests {
     #[test]
     fn counters_never_decrease_when_postgres_loses_a_batch() {
         let stats = Stats::default();
-        stats.committed(100, 2, Duration::ZERO);
-        stats.lost(40, 1);
+        stats.publish(&crate::tracker::Counts {
+            rows: 100,
+            dead_letters: 2,
+            batches: 1,
+            rows_lost: 40,
+            dead_letters_lost: 1,
+            ..Default::default()
+        });
         stats.gap("past_end");
         let mut out = String::new();
         stats.render(&mut out);
