@@ -43,7 +43,7 @@ pub struct BrokerConfig {
     /// sled page cache size in bytes.
     pub cache_bytes: u64,
     /// Storage format of a new data directory (an existing one keeps its own).
-    pub storage_format: crate::storage::StorageFormat,
+    pub storage_format: StorageFormat,
     /// Size at which a log segment file is closed and the next one started.
     pub segment_bytes: u64,
     /// Produce is refused (KAFKA_STORAGE_ERROR) while the data directory's filesystem has
@@ -81,11 +81,45 @@ impl Default for BrokerConfig {
             node_id: 1,
             group_initial_rebalance_delay: Duration::from_secs(1),
             cache_bytes: 64 * 1024 * 1024,
-            storage_format: crate::storage::StorageFormat::default(),
-            segment_bytes: crate::storage::segments::DEFAULT_SEGMENT_BYTES,
+            storage_format: StorageFormat::default(),
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
             min_free_bytes: 100 * 1024 * 1024,
             sasl: crate::sasl::Users::default(),
             tls: None,
+        }
+    }
+}
+
+/// Default size at which a log segment is closed and the next one started.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// How a data directory stores its partition logs. Chosen when the directory is created and
+/// kept for its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum StorageFormat {
+    /// Append-only segment files (`storage::segments::SegmentStore`).
+    #[default]
+    Segments,
+    /// Batches in sled (`storage::sled::SledStore`).
+    Sled,
+}
+
+impl StorageFormat {
+    /// The name used by `--storage-format` and recorded in the data directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            StorageFormat::Segments => "segments",
+            StorageFormat::Sled => "sled",
+        }
+    }
+
+    /// The format called `name`, if any.
+    pub fn from_name(name: &str) -> Option<StorageFormat> {
+        match name {
+            "segments" => Some(StorageFormat::Segments),
+            "sled" => Some(StorageFormat::Sled),
+            _ => None,
         }
     }
 }

@@ -6,16 +6,39 @@
 //! long-polling fetches and answers the waiting producers. Requests that arrive during a
 //! sync are served by the next one, so N concurrent producers cost ~1 fsync, not N.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::metrics::BrokerMetrics;
-use crate::state::Partition;
 use crate::storage::Store;
 
-/// Marks to apply after the flush: partition and its end offset at append time.
-pub type Marks = Vec<(Arc<Partition>, i64)>;
+/// A partition's high watermark: offsets below it are durable and visible to consumers.
+/// Shared by the partition, which reads it, and the flusher, which advances it.
+#[derive(Debug, Clone, Default)]
+pub struct HighWatermark(Arc<AtomicI64>);
+
+impl HighWatermark {
+    /// A high watermark at `at`.
+    pub fn new(at: i64) -> HighWatermark {
+        HighWatermark(Arc::new(AtomicI64::new(at)))
+    }
+
+    /// Its value now.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Acquire)
+    }
+
+    /// Moves it up to `to` (never down).
+    pub(crate) fn advance(&self, to: i64) {
+        self.0.fetch_max(to, Ordering::AcqRel);
+    }
+}
+
+/// Marks to apply after the flush: a partition's high watermark and its end offset at
+/// append time.
+pub type Marks = Vec<(HighWatermark, i64)>;
 
 struct FlushRequest {
     marks: Marks,
@@ -85,8 +108,8 @@ async fn run(
         let mut advanced = false;
         for req in pending.drain(..) {
             if ok {
-                for (partition, end) in &req.marks {
-                    partition.advance_high_watermark(*end);
+                for (hw, end) in &req.marks {
+                    hw.advance(*end);
                     advanced = true;
                 }
             }

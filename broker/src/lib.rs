@@ -30,6 +30,7 @@ pub mod server;
 pub mod state;
 pub mod storage;
 pub mod tls;
+pub(crate) mod topic_name;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,7 +1,6 @@
 //! Shared broker state: the topic registry, partitions and their high watermarks.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use kafka_protocol::ResponseError;
@@ -9,11 +8,12 @@ use tokio::sync::watch;
 
 use crate::config::{BrokerConfig, MAX_PARTITIONS};
 use crate::error::StorageError;
-use crate::flush::Flusher;
+use crate::flush::{Flusher, HighWatermark};
 use crate::group::coordinator::CoordinatorConfig;
 use crate::group::service::GroupService;
 use crate::metrics::BrokerMetrics;
 use crate::storage::{Log, Store, TopicMeta};
+pub use crate::topic_name::validate_topic_name;
 
 const PRODUCER_ID_KEY: &[u8] = b"producer_id/last";
 
@@ -26,17 +26,18 @@ pub struct Partition {
     /// The log.
     pub log: Arc<dyn Log>,
     /// Offsets below this are durable and visible to consumers.
-    hw: AtomicI64,
+    hw: HighWatermark,
 }
 
 impl Partition {
     /// The high watermark: everything below it has been flushed to disk.
     pub fn high_watermark(&self) -> i64 {
-        self.hw.load(Ordering::Acquire)
+        self.hw.get()
     }
 
-    pub(crate) fn advance_high_watermark(&self, to: i64) {
-        self.hw.fetch_max(to, Ordering::AcqRel);
+    /// The handle the flusher advances.
+    pub(crate) fn watermark(&self) -> HighWatermark {
+        self.hw.clone()
     }
 }
 
@@ -55,31 +56,6 @@ impl Topic {
     pub fn partition(&self, p: i32) -> Option<&Arc<Partition>> {
         usize::try_from(p).ok().and_then(|i| self.partitions.get(i))
     }
-}
-
-/// Checks a topic name against Kafka's rules: 1-249 chars of `[a-zA-Z0-9._-]`, not `.`/`..`.
-pub fn validate_topic_name(name: &str) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("topic name is empty".into());
-    }
-    if name == "." || name == ".." {
-        return Err(format!("topic name cannot be '{name}'"));
-    }
-    if name.len() > 249 {
-        return Err(format!(
-            "topic name is {} characters, at most 249 are allowed",
-            name.len()
-        ));
-    }
-    if let Some(c) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
-    {
-        return Err(format!(
-            "topic name '{name}' contains '{c}'; only ASCII alphanumerics, '.', '_' and '-' are allowed"
-        ));
-    }
-    Ok(())
 }
 
 /// Why a topic operation failed, with the Kafka error code to send.
@@ -190,7 +166,7 @@ impl State {
         for p in 0..meta.partitions {
             let log = store.open_log(&meta.name, p)?;
             // Everything found on disk after a restart counts as durable.
-            let hw = AtomicI64::new(log.log_end_offset());
+            let hw = HighWatermark::new(log.log_end_offset());
             partitions.push(Arc::new(Partition {
                 topic: name.clone(),
                 index: p,
@@ -410,7 +386,7 @@ impl State {
 
 #[cfg(test)]
 mod tests {
-    use super::validate_topic_name;
+    use crate::topic_name::validate_topic_name;
 
     #[test]
     fn topic_names_follow_kafka_rules() {

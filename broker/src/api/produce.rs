@@ -87,7 +87,7 @@ pub fn handle(state: &Arc<State>, req: ProduceRequest, version: i16) -> Reply {
                 // the same flush covers it.
                 Ok(Appended::At(base)) | Ok(Appended::Duplicate(base)) => {
                     marks.push((
-                        partition.clone(),
+                        partition.watermark(),
                         base + i64::from(info.last_offset_delta) + 1,
                     ));
                     partitions.push(ok(base));

@@ -103,36 +103,7 @@ pub trait Store: Send + Sync {
     fn meta_scan(&self, prefix: &[u8]) -> Result<Vec<MetaRecord>, StorageError>;
 }
 
-/// How a data directory stores its partition logs. Chosen when the directory is created and
-/// kept for its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum StorageFormat {
-    /// Append-only segment files ([`segments::SegmentStore`]).
-    #[default]
-    Segments,
-    /// Batches in sled ([`sled::SledStore`]).
-    Sled,
-}
-
-impl StorageFormat {
-    /// The name used by `--storage-format` and recorded in the data directory.
-    pub fn name(self) -> &'static str {
-        match self {
-            StorageFormat::Segments => "segments",
-            StorageFormat::Sled => "sled",
-        }
-    }
-
-    /// The format called `name`, if any.
-    pub fn from_name(name: &str) -> Option<StorageFormat> {
-        match name {
-            "segments" => Some(StorageFormat::Segments),
-            "sled" => Some(StorageFormat::Sled),
-            _ => None,
-        }
-    }
-}
+pub use crate::config::StorageFormat;
 
 /// Opens the durable store of data directory `dir`. A new directory gets `format`; an
 /// existing one keeps the format it was created with (one from before formats were

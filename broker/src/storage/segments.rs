@@ -40,8 +40,6 @@ use crate::batch::{self, be_i32, be_i64, BatchInfo, HEADER_LEN};
 use crate::error::StorageError;
 use crate::producer_state::{self, ProducerEntry};
 
-/// Default size at which a segment is closed and the next one started.
-pub const DEFAULT_SEGMENT_BYTES: u64 = 64 * 1024 * 1024;
 /// Bytes of log between two entries of the sparse index (Kafka's `index.interval.bytes`).
 const INDEX_INTERVAL: u64 = 4096;
 /// Most bytes read ahead in one `pread`.
@@ -669,7 +667,7 @@ impl LogSet for SegmentLogs {
         partition: i32,
     ) -> Result<Arc<dyn Log>, StorageError> {
         // Names become directory names: only Kafka's legal ones ever get here, but check.
-        if crate::state::validate_topic_name(topic).is_err() || partition < 0 {
+        if crate::topic_name::validate_topic_name(topic).is_err() || partition < 0 {
             return Err(StorageError::UnknownPartition {
                 topic: topic.to_string(),
                 partition,
@@ -741,6 +739,7 @@ impl LogSet for SegmentLogs {
 mod tests {
     use super::*;
     use crate::batch::tests::make_batch;
+    use crate::config::DEFAULT_SEGMENT_BYTES;
     use crate::storage::contract::{self, append};
     use crate::storage::{Store, TopicMeta};
 
