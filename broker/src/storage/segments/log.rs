@@ -1,0 +1,419 @@
+//! One partition's log: its segments, the sparse index, appends and reads.
+
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+
+use super::file::{header, Cursor};
+use super::scan::scan;
+use super::{io_err, segment_name, INDEX_INTERVAL, MAX_READ_AHEAD, SUFFIX};
+use crate::batch::{self, BatchInfo};
+use crate::error::StorageError;
+use crate::producer_state::ProducerEntry;
+use crate::storage::sync_dir;
+use crate::storage::{idempotence, Appended, Log};
+
+/// One entry of the sparse index: the batches from `pos` up to the next entry's.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct IndexEntry {
+    /// Base offset of the first batch.
+    pub(super) offset: i64,
+    /// Its position in the segment file.
+    pub(super) pos: u64,
+    /// Largest max timestamp of the entry's batches.
+    pub(super) max_ts: i64,
+}
+
+pub(super) struct Segment {
+    pub(super) base: i64,
+    pub(super) file: Arc<File>,
+    pub(super) path: PathBuf,
+    /// Bytes of whole batches in the file (the log end within this segment).
+    pub(super) end: u64,
+    pub(super) index: Vec<IndexEntry>,
+    /// Bytes since the last index entry started.
+    pub(super) since_index: u64,
+}
+
+impl Segment {
+    pub(super) fn index_batch(&mut self, base: i64, pos: u64, len: u64, max_ts: i64) {
+        match self.index.last_mut() {
+            Some(last) if self.since_index < INDEX_INTERVAL => {
+                last.max_ts = last.max_ts.max(max_ts);
+            }
+            _ => {
+                self.index.push(IndexEntry {
+                    offset: base,
+                    pos,
+                    max_ts,
+                });
+                self.since_index = 0;
+            }
+        }
+        self.since_index += len;
+        self.end = pos + len;
+    }
+}
+
+pub(super) struct Writer {
+    pub(super) next: i64,
+    pub(super) producers: HashMap<i64, ProducerEntry>,
+    pub(super) active: Arc<File>,
+    pub(super) active_path: PathBuf,
+    /// Set when an fsync failed: no more writes until restart.
+    pub(super) failed: Option<String>,
+}
+
+/// One partition's log: a directory of segment files.
+pub struct SegmentLog {
+    pub(super) name: String,
+    pub(super) dir: PathBuf,
+    pub(super) segment_bytes: u64,
+    pub(super) writer: Mutex<Writer>,
+    pub(super) segments: RwLock<Vec<Segment>>,
+    pub(super) end_offset: AtomicI64,
+    pub(super) start_offset: i64,
+    /// Written since the last sync.
+    pub(super) dirty: AtomicBool,
+}
+
+impl SegmentLog {
+    /// Opens the log in `dir` (created if missing), recovering it as the module docs say.
+    pub fn open(dir: PathBuf, name: String, segment_bytes: u64) -> Result<Self, StorageError> {
+        if !dir.is_dir() {
+            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent)?;
+            }
+        }
+        let mut found = Vec::new();
+        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
+            let entry = entry.map_err(io_err(&dir))?;
+            let file_name = entry.file_name();
+            let Some(base) = file_name
+                .to_str()
+                .and_then(|n| n.strip_suffix(SUFFIX))
+                .filter(|n| n.len() == 20)
+                .and_then(|n| n.parse::<i64>().ok())
+            else {
+                continue;
+            };
+            found.push((base, entry.path()));
+        }
+        found.sort();
+        if found.is_empty() {
+            let path = dir.join(segment_name(0));
+            File::create(&path).map_err(io_err(&path))?;
+            sync_dir(&dir)?;
+            found.push((0, path));
+        }
+        let count = found.len();
+        let mut segments = Vec::with_capacity(count);
+        let mut producers: HashMap<i64, ProducerEntry> = HashMap::new();
+        let mut next = found[0].0;
+        for (i, (base, path)) in found.into_iter().enumerate() {
+            let last = i + 1 == count;
+            if base != next {
+                return Err(StorageError::Corrupt {
+                    what: path.display().to_string(),
+                    detail: format!(
+                        "segment starts at offset {base}, the log before it ends at {next}"
+                    ),
+                });
+            }
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(&path)
+                .map_err(io_err(&path))?;
+            let len = file.metadata().map_err(io_err(&path))?.len();
+            let mut segment = Segment {
+                base,
+                file: Arc::new(file),
+                path,
+                end: 0,
+                index: Vec::new(),
+                since_index: 0,
+            };
+            let problem = scan(&mut segment, len, last, &mut next, &mut producers)?;
+            if let Some(problem) = problem {
+                if !last {
+                    return Err(StorageError::Corrupt {
+                        what: segment.path.display().to_string(),
+                        detail: format!("at byte {}: {problem}", segment.end),
+                    });
+                }
+                tracing::warn!(
+                    segment = %segment.path.display(),
+                    at = segment.end,
+                    dropped_bytes = len - segment.end,
+                    "cutting the unacknowledged tail of a log after a crash: {problem}"
+                );
+                segment
+                    .file
+                    .set_len(segment.end)
+                    .and_then(|()| segment.file.sync_all())
+                    .map_err(io_err(&segment.path))?;
+            }
+            segments.push(segment);
+        }
+        let start_offset = segments[0].base;
+        let active = segments[count - 1].file.clone();
+        let active_path = segments[count - 1].path.clone();
+        Ok(SegmentLog {
+            name,
+            dir,
+            segment_bytes,
+            writer: Mutex::new(Writer {
+                next,
+                producers,
+                active,
+                active_path,
+                failed: None,
+            }),
+            segments: RwLock::new(segments),
+            end_offset: AtomicI64::new(next),
+            start_offset,
+            dirty: AtomicBool::new(false),
+        })
+    }
+
+    /// Closes the full active segment and starts one at `base`. The finished segment is
+    /// made durable first, so only the last segment can ever hold a torn write.
+    fn roll(&self, w: &mut Writer, base: i64) -> Result<(), StorageError> {
+        if let Err(e) = w.active.sync_data() {
+            w.failed = Some(e.to_string());
+            return Err(StorageError::Failed {
+                what: self.name.clone(),
+                detail: e.to_string(),
+            });
+        }
+        let path = self.dir.join(segment_name(base));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .map_err(io_err(&path))?;
+        sync_dir(&self.dir)?;
+        let file = Arc::new(file);
+        self.segments
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Segment {
+                base,
+                file: file.clone(),
+                path: path.clone(),
+                end: 0,
+                index: Vec::new(),
+                since_index: 0,
+            });
+        w.active = file;
+        w.active_path = path;
+        Ok(())
+    }
+
+    /// `fdatasync`s the active segment if anything was written since the last sync.
+    pub(super) fn sync(&self) -> Result<(), StorageError> {
+        let active = {
+            let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(detail) = &w.failed {
+                return Err(StorageError::Failed {
+                    what: self.name.clone(),
+                    detail: detail.clone(),
+                });
+            }
+            if !self.dirty.swap(false, Ordering::AcqRel) {
+                return Ok(());
+            }
+            w.active.clone()
+        };
+        if let Err(e) = active.sync_data() {
+            self.dirty.store(true, Ordering::Release);
+            self.writer.lock().unwrap_or_else(|e| e.into_inner()).failed = Some(e.to_string());
+            return Err(StorageError::Failed {
+                what: self.name.clone(),
+                detail: e.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Index of the segment holding `offset` (segments are only ever added at the end, so
+    /// indexes stay valid).
+    fn segment_holding(&self, offset: i64) -> usize {
+        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        segments
+            .partition_point(|s| s.base <= offset)
+            .saturating_sub(1)
+    }
+
+    /// Segment `i` as `(file, path, position, end)`: where a read of `offset` starts in it
+    /// (by the index if the offset is in it, else 0) and where its batches end. `None` past
+    /// the last segment. One lookup per segment a read touches.
+    fn segment_for_read(&self, i: usize, offset: i64) -> Option<(Arc<File>, PathBuf, u64, u64)> {
+        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        let s = segments.get(i)?;
+        let e = s.index.partition_point(|e| e.offset <= offset);
+        let pos = s.index.get(e.wrapping_sub(1)).map_or(0, |e| e.pos);
+        Some((s.file.clone(), s.path.clone(), pos, s.end))
+    }
+}
+
+impl Log for SegmentLog {
+    fn append(&self, b: &[u8], info: &BatchInfo) -> Result<Appended, StorageError> {
+        let mut guard = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        let w = &mut *guard;
+        if let Some(detail) = &w.failed {
+            return Err(StorageError::Failed {
+                what: self.name.clone(),
+                detail: detail.clone(),
+            });
+        }
+        let base = w.next;
+        let mut producer = None;
+        if info.producer_id >= 0 {
+            match idempotence(w.producers.get(&info.producer_id), info, base) {
+                Ok(entry) => producer = Some(entry),
+                Err(answer) => return Ok(answer),
+            }
+        }
+        let len = b.len() as u64;
+        let pos = {
+            let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+            segments.last().map_or(0, |s| s.end)
+        };
+        let pos = if pos > 0 && pos + len > self.segment_bytes {
+            self.roll(w, base)?;
+            0
+        } else {
+            pos
+        };
+        // The stored batch differs from the received one only in its first 16 bytes (as
+        // in [`batch::with_base_offset`]: base offset, and partition leader epoch 0). A
+        // failed write leaves the log end where it was: the next batch overwrites the rest.
+        let mut head = [0u8; 16];
+        head[..8].copy_from_slice(&base.to_be_bytes());
+        head[8..12].copy_from_slice(&b[8..12]);
+        w.active
+            .write_all_at(&head, pos)
+            .and_then(|()| w.active.write_all_at(&b[16..], pos + 16))
+            .map_err(io_err(&w.active_path))?;
+        {
+            let mut segments = self.segments.write().unwrap_or_else(|e| e.into_inner());
+            if let Some(s) = segments.last_mut() {
+                s.index_batch(base, pos, len, info.max_timestamp);
+            }
+        }
+        if let Some(entry) = producer {
+            w.producers.insert(info.producer_id, entry);
+        }
+        w.next = base + i64::from(info.last_offset_delta) + 1;
+        self.end_offset.store(w.next, Ordering::Release);
+        self.dirty.store(true, Ordering::Release);
+        Ok(Appended::At(base))
+    }
+
+    fn read(&self, offset: i64, end: i64, max_bytes: usize) -> Result<Vec<Bytes>, StorageError> {
+        let mut out: Vec<Bytes> = Vec::new();
+        let mut total = 0usize;
+        // Batches read back to back from one buffer go out as one slice, so the fetch
+        // response needs no copy to join them: (segment, buffer fill, first byte).
+        let mut run: Option<(usize, u64, u64)> = None;
+        let mut seg = self.segment_holding(offset);
+        while let Some((file, path, mut pos, seg_end)) = self.segment_for_read(seg, offset) {
+            let mut cur = Cursor::new(&file, &path, seg_end);
+            while pos < seg_end {
+                let read_ahead = (max_bytes.saturating_sub(total))
+                    .saturating_add(INDEX_INTERVAL as usize)
+                    .min(MAX_READ_AHEAD);
+                let h =
+                    header(&mut cur, pos, read_ahead)?.ok_or_else(|| StorageError::Corrupt {
+                        what: path.display().to_string(),
+                        detail: format!("no valid batch header at byte {pos}"),
+                    })?;
+                if h.base >= end {
+                    return Ok(out);
+                }
+                let last = h.base + i64::from(h.info.last_offset_delta);
+                if last < offset {
+                    pos += h.len;
+                    continue;
+                }
+                if !out.is_empty() && total.saturating_add(h.len as usize) > max_bytes {
+                    return Ok(out);
+                }
+                let whole =
+                    cur.get(pos, h.len, read_ahead)?
+                        .ok_or_else(|| StorageError::Corrupt {
+                            what: path.display().to_string(),
+                            detail: format!("batch at byte {pos} runs past the segment end"),
+                        })?;
+                total += whole.len();
+                match run {
+                    Some((s, fills, start)) if s == seg && fills == cur.fills => {
+                        out.pop();
+                        let from = (start - cur.at) as usize;
+                        out.push(cur.buf.slice(from..(pos + h.len - cur.at) as usize));
+                    }
+                    _ => {
+                        run = Some((seg, cur.fills, pos));
+                        out.push(whole);
+                    }
+                }
+                pos += h.len;
+                if total >= max_bytes {
+                    return Ok(out);
+                }
+            }
+            seg += 1;
+        }
+        Ok(out)
+    }
+
+    fn log_end_offset(&self) -> i64 {
+        self.end_offset.load(Ordering::Acquire)
+    }
+
+    fn log_start_offset(&self) -> i64 {
+        self.start_offset
+    }
+
+    fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
+        // The first index entry whose batches reach `ts`, and where its batches end.
+        let found = {
+            let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+            segments.iter().find_map(|s| {
+                let i = s.index.iter().position(|e| e.max_ts >= ts)?;
+                let until = s.index.get(i + 1).map_or(s.end, |e| e.pos);
+                Some((s.file.clone(), s.path.clone(), s.index[i].pos, until))
+            })
+        };
+        let Some((file, path, mut pos, until)) = found else {
+            return Ok(None);
+        };
+        let mut cur = Cursor::new(&file, &path, until);
+        while pos < until {
+            let Some(h) = header(&mut cur, pos, INDEX_INTERVAL as usize * 2)? else {
+                break;
+            };
+            if h.info.max_timestamp >= ts {
+                let whole = cur.get(pos, h.len, h.len as usize)?;
+                let exact = whole.and_then(|b| batch::first_record_at_or_after(&b, ts));
+                return Ok(exact.or(Some((h.base, h.info.max_timestamp))));
+            }
+            pos += h.len;
+        }
+        Err(StorageError::Corrupt {
+            what: path.display().to_string(),
+            detail: format!(
+                "index says a batch reaches timestamp {ts} but none at bytes {pos}..{until}"
+            ),
+        })
+    }
+}
