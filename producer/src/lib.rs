@@ -18,6 +18,7 @@ pub mod generate;
 pub mod pipeline;
 pub mod pyjson;
 pub mod scaler;
+pub mod sink;
 pub mod source;
 pub mod stats;
 

@@ -1,24 +1,23 @@
-//! The produce run: a reader thread parses the CSV in chunks, worker threads clean them,
-//! and the calling thread puts the results back in file order and hands them to
-//! librdkafka (idempotent, acks=all by default), whose own threads batch and send.
+//! The produce run, in three stages: a reader thread parses the CSV in chunks, worker
+//! threads clean them, and the calling thread puts the results back in file order and
+//! hands them to a [`Sink`]: librdkafka (idempotent, acks=all by default), whose own
+//! threads batch and send, or a dry run that only counts.
 //! Memory is bounded by the channels (a few chunks in flight) and librdkafka's queue.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
+use crossbeam_channel::{Receiver, Sender};
 use csv::ByteRecord;
-use rdkafka::config::ClientConfig;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{DeliveryResult, Header, Headers, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::util::Timeout;
-use rdkafka::{ClientContext, Message};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Headers;
 
 use crate::clean::StopWords;
 use crate::scaler::Scaler;
+use crate::sink::{DryRun, KafkaSink, Sink};
 use crate::source::{self, Outcome, SourceError};
 use crate::stats::Stats;
 
@@ -154,46 +153,6 @@ impl<P: Progress + ?Sized> Progress for &mut P {
     }
 }
 
-/// Delivery bookkeeping shared with librdkafka's callback thread.
-struct Deliveries {
-    file: String,
-    stats: Arc<Stats>,
-    first_errors: Mutex<Vec<String>>,
-}
-
-impl ClientContext for Deliveries {}
-
-/// The opaque carries the source line, shifted left, and a dead-letter bit.
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = usize;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
-        let dlq = opaque & 1 == 1;
-        match result {
-            Ok(_) if dlq => {
-                self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
-            }
-            Ok(_) => {
-                self.stats.sent.fetch_add(1, Ordering::Relaxed);
-            }
-            Err((e, m)) => {
-                self.stats.failed.fetch_add(1, Ordering::Relaxed);
-                let line = opaque >> 1;
-                let msg = format!(
-                    "{}:{line}: delivery to {} failed: {e}",
-                    self.file,
-                    m.topic()
-                );
-                tracing::error!("{msg}");
-                let mut first = self.first_errors.lock().unwrap_or_else(|p| p.into_inner());
-                if first.len() < 20 {
-                    first.push(msg);
-                }
-            }
-        }
-    }
-}
-
 struct Chunk {
     seq: u64,
     rows: Vec<(u64, ByteRecord)>,
@@ -206,49 +165,156 @@ struct Cleaned {
     bytes_read: u64,
 }
 
-fn client(cfg: &ProduceConfig, file: &str) -> Result<ThreadedProducer<Deliveries>, KafkaError> {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &cfg.bootstrap_servers)
-        .set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("linger.ms", "20")
-        .set("batch.size", "1000000")
-        .set("compression.type", "lz4")
-        // 50k queued messages (~5 MB of payload) keep 1 MB batches flowing with the
-        // idempotent producer's 5 requests in flight; 200k made no difference in speed but
-        // let all-in-one's peak RSS wander 180-310 MiB with how full the queue got.
-        .set("queue.buffering.max.messages", "50000");
-    for (k, v) in &cfg.kafka_properties {
-        c.set(k, v);
-    }
-    c.create_with_context(Deliveries {
-        file: file.to_string(),
-        stats: cfg.stats.clone(),
-        first_errors: Mutex::default(),
-    })
-}
-
-/// Hands one message to librdkafka, waiting while its queue is full.
-fn enqueue(
-    producer: &ThreadedProducer<Deliveries>,
-    topic: &str,
-    payload: &[u8],
-    headers: OwnedHeaders,
-    opaque: usize,
-) -> Result<(), KafkaError> {
-    let mut record = BaseRecord::with_opaque_to(topic, opaque)
-        .payload(payload)
-        .headers(headers);
-    loop {
-        match producer.send::<[u8], [u8]>(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                record = back;
-                std::thread::sleep(Duration::from_millis(2));
+/// The reader stage: parses records in file order, in chunks of `chunk_rows`, reusing
+/// the records the workers send back.
+fn read_chunks<R: std::io::Read>(
+    mut reader: csv::Reader<R>,
+    file: &str,
+    chunk_rows: usize,
+    stop: &AtomicBool,
+    chunks: &Sender<Chunk>,
+    recycled: &Receiver<Vec<(u64, ByteRecord)>>,
+) -> Result<(), SourceError> {
+    for seq in 0.. {
+        if stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut rows = Vec::with_capacity(chunk_rows);
+        let mut spare = recycled.try_recv().unwrap_or_default();
+        while rows.len() < chunk_rows {
+            let mut record = spare.pop().map(|(_, r)| r).unwrap_or_default();
+            match reader.read_byte_record(&mut record) {
+                Ok(true) => {
+                    source::strip_cr(&mut record);
+                    let line = record.position().map_or(0, |p| p.line());
+                    rows.push((line, record));
+                }
+                Ok(false) => break,
+                Err(e) => {
+                    return Err(SourceError::Csv {
+                        path: file.to_string(),
+                        line: e.position().map_or(0, |p| p.line()),
+                        detail: e.to_string(),
+                    })
+                }
             }
-            Err((e, _)) => return Err(e),
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let bytes_read = reader.position().byte();
+        if chunks
+            .send(Chunk {
+                seq,
+                rows,
+                bytes_read,
+            })
+            .is_err()
+            || reader.is_done()
+        {
+            return Ok(());
         }
     }
+    Ok(())
+}
+
+/// A worker stage: cleans chunks, and sends the parsed records back for reuse.
+fn clean_chunks(
+    cfg: &ProduceConfig,
+    columns: source::Columns,
+    chunks: &Receiver<Chunk>,
+    cleaned: &Sender<Cleaned>,
+    recycle: &Sender<Vec<(u64, ByteRecord)>>,
+) {
+    let stop_words = StopWords::nltk_english();
+    let mut scratch = String::new();
+    for chunk in chunks {
+        let rows = chunk
+            .rows
+            .iter()
+            .map(|(line, r)| {
+                let outcome = source::process(
+                    r,
+                    columns,
+                    &cfg.scaler,
+                    &stop_words,
+                    cfg.max_row_bytes,
+                    &mut scratch,
+                );
+                (*line, outcome)
+            })
+            .collect();
+        // Full (the reader is ahead): let this one go.
+        let _ = recycle.try_send(chunk.rows);
+        let done = Cleaned {
+            seq: chunk.seq,
+            rows,
+            bytes_read: chunk.bytes_read,
+        };
+        if cleaned.send(done).is_err() {
+            return;
+        }
+    }
+}
+
+/// What the ordering stage saw.
+#[derive(Default)]
+struct Handed {
+    rows_read: u64,
+    bad: u64,
+    /// Rows the sink refused at once (not even queued).
+    failed: u64,
+    aborted: Option<String>,
+}
+
+/// The ordering stage (the calling thread): puts cleaned chunks back in file order and
+/// hands their rows to the sink, until the workers are done or `--max-errors` is passed.
+fn hand_in_order(
+    cfg: &ProduceConfig,
+    file: &str,
+    cleaned: &Receiver<Cleaned>,
+    sink: &mut dyn Sink,
+    stop: &AtomicBool,
+    progress: &mut dyn Progress,
+) -> Handed {
+    let mut pending: BTreeMap<u64, Cleaned> = BTreeMap::new();
+    let mut next = 0u64;
+    let mut h = Handed::default();
+    for chunk in cleaned {
+        pending.insert(chunk.seq, chunk);
+        while let Some(chunk) = pending.remove(&next) {
+            next += 1;
+            for (line, outcome) in chunk.rows {
+                h.rows_read += 1;
+                let result = match outcome {
+                    Outcome::Message(json) => sink.message(line, &json),
+                    Outcome::DeadLetter { raw, error } => {
+                        h.bad += 1;
+                        sink.dead_letter(line, raw, &error)
+                    }
+                };
+                if let Err(e) = result {
+                    h.failed += 1;
+                    tracing::error!("{file}:{line}: cannot be sent: {e}");
+                }
+                if cfg.max_errors.is_some_and(|max| h.bad > max) {
+                    h.aborted = Some(format!(
+                        "more than {} bad rows (--max-errors); stopped at {file}:{line}",
+                        cfg.max_errors.unwrap_or_default()
+                    ));
+                    stop.store(true, Ordering::Relaxed);
+                    return h;
+                }
+            }
+            cfg.stats.rows_read.store(h.rows_read, Ordering::Relaxed);
+            cfg.stats
+                .bytes_read
+                .store(chunk.bytes_read, Ordering::Relaxed);
+            sink.publish(&cfg.stats);
+            progress.update(chunk.bytes_read, h.rows_read);
+        }
+    }
+    h
 }
 
 /// Runs the whole CSV through. Stops reading when `stop` becomes true, but always waits
@@ -260,242 +326,49 @@ pub fn run(
 ) -> Result<Summary, ProduceError> {
     let started = Instant::now();
     cfg.stats.reset();
-    let (mut reader, columns) = source::open(&cfg.csv)?;
+    let (reader, columns) = source::open(&cfg.csv)?;
     let file = cfg.csv.display().to_string();
-    let file_name = cfg
-        .csv
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| file.clone());
-    let producer = if cfg.dry_run {
-        None
+    let mut sink: Box<dyn Sink> = if cfg.dry_run {
+        Box::new(DryRun::default())
     } else {
-        Some(client(cfg, &file)?)
+        Box::new(KafkaSink::new(cfg)?)
     };
-    let (mut dry_sent, mut dry_dead) = (0u64, 0u64);
     let workers = cfg.workers.max(1);
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<Chunk>(workers * 2);
     let (done_tx, done_rx) = crossbeam_channel::bounded::<Cleaned>(workers * 2);
     // Parsed records go back to the reader once cleaned, so their buffers are reused
     // rather than allocated (and freed on another thread) for every row.
-    let (recycle_tx, recycle_rx) =
-        crossbeam_channel::bounded::<Vec<(u64, ByteRecord)>>(workers * 2 + 2);
-
-    let summary = std::thread::scope(|scope| -> Result<Summary, ProduceError> {
-        // Reader: parses records in file order, in chunks.
-        let reader_stop = stop.clone();
-        let chunk_rows = cfg.chunk_rows.max(1);
-        let reader_file = file.clone();
-        let reader_thread = scope.spawn(move || -> Result<(), SourceError> {
-            let mut seq = 0;
-            loop {
-                if reader_stop.load(Ordering::Relaxed) {
-                    return Ok(());
-                }
-                let mut rows = Vec::with_capacity(chunk_rows);
-                let mut spare = recycle_rx.try_recv().unwrap_or_default();
-                while rows.len() < chunk_rows {
-                    let mut record = spare.pop().map(|(_, r)| r).unwrap_or_default();
-                    match reader.read_byte_record(&mut record) {
-                        Ok(true) => {
-                            source::strip_cr(&mut record);
-                            let line = record.position().map_or(0, |p| p.line());
-                            rows.push((line, record));
-                        }
-                        Ok(false) => break,
-                        Err(e) => {
-                            return Err(SourceError::Csv {
-                                path: reader_file,
-                                line: e.position().map_or(0, |p| p.line()),
-                                detail: e.to_string(),
-                            })
-                        }
-                    }
-                }
-                let last = rows.is_empty();
-                if !last {
-                    let bytes_read = reader.position().byte();
-                    if chunk_tx
-                        .send(Chunk {
-                            seq,
-                            rows,
-                            bytes_read,
-                        })
-                        .is_err()
-                    {
-                        return Ok(());
-                    }
-                    seq += 1;
-                }
-                if last || reader.is_done() {
-                    return Ok(());
-                }
-            }
-        });
-        // Workers: clean chunks in parallel.
-        for _ in 0..workers {
-            let rx = chunk_rx.clone();
-            let tx = done_tx.clone();
-            let recycle = recycle_tx.clone();
-            let scaler = cfg.scaler.clone();
-            let max_row_bytes = cfg.max_row_bytes;
-            scope.spawn(move || {
-                let stop_words = StopWords::nltk_english();
-                let mut scratch = String::new();
-                for chunk in rx {
-                    let rows = chunk
-                        .rows
-                        .iter()
-                        .map(|(line, r)| {
-                            let outcome = source::process(
-                                r,
-                                columns,
-                                &scaler,
-                                &stop_words,
-                                max_row_bytes,
-                                &mut scratch,
-                            );
-                            (*line, outcome)
-                        })
-                        .collect();
-                    // Full (the reader is ahead): let this one go.
-                    let _ = recycle.try_send(chunk.rows);
-                    if tx
-                        .send(Cleaned {
-                            seq: chunk.seq,
-                            rows,
-                            bytes_read: chunk.bytes_read,
-                        })
-                        .is_err()
-                    {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(chunk_rx);
-        drop(done_tx);
-        drop(recycle_tx);
-
-        // This thread: restore file order and enqueue.
-        let mut pending: BTreeMap<u64, Cleaned> = BTreeMap::new();
-        let mut next = 0u64;
-        let mut rows_read = 0u64;
-        let mut bad = 0u64;
-        let mut local_failed = 0u64;
-        let mut aborted = None;
-        let headers_for = |line: u64| {
-            OwnedHeaders::new()
-                .insert(Header {
-                    key: "source_file",
-                    value: Some(file_name.as_str()),
-                })
-                .insert(Header {
-                    key: "source_line",
-                    value: Some(line.to_string().as_str()),
-                })
+    let (recycle_tx, recycle_rx) = crossbeam_channel::bounded(workers * 2 + 2);
+    let handed = std::thread::scope(|scope| -> Result<Handed, ProduceError> {
+        let reader = {
+            let (file, stop) = (file.as_str(), &*stop);
+            let chunk_rows = cfg.chunk_rows.max(1);
+            scope.spawn(move || read_chunks(reader, file, chunk_rows, stop, &chunk_tx, &recycle_rx))
         };
-        'outer: for cleaned in &done_rx {
-            pending.insert(cleaned.seq, cleaned);
-            while let Some(chunk) = pending.remove(&next) {
-                next += 1;
-                for (line, outcome) in chunk.rows {
-                    rows_read += 1;
-                    let opaque = (line as usize) << 1;
-                    let result = match (outcome, &producer) {
-                        (Outcome::Message(_), None) => {
-                            dry_sent += 1;
-                            Ok(())
-                        }
-                        (Outcome::DeadLetter { .. }, None) => {
-                            dry_dead += 1;
-                            bad += 1;
-                            Ok(())
-                        }
-                        (Outcome::Message(json), Some(producer)) => enqueue(
-                            producer,
-                            &cfg.topic,
-                            json.as_bytes(),
-                            headers_for(line),
-                            opaque,
-                        ),
-                        (Outcome::DeadLetter { mut raw, error }, Some(producer)) => {
-                            bad += 1;
-                            tracing::warn!(
-                                "{file}:{line}: bad row sent to {}: {error}",
-                                cfg.dlq_topic
-                            );
-                            let original_size = raw.len();
-                            raw.truncate(cfg.max_row_bytes);
-                            let headers = headers_for(line)
-                                .insert(Header {
-                                    key: "error",
-                                    value: Some(error.as_str()),
-                                })
-                                .insert(Header {
-                                    key: "original_size",
-                                    value: Some(original_size.to_string().as_str()),
-                                });
-                            enqueue(producer, &cfg.dlq_topic, &raw, headers, opaque | 1)
-                        }
-                    };
-                    if let Err(e) = result {
-                        local_failed += 1;
-                        tracing::error!("{file}:{line}: cannot be sent: {e}");
-                    }
-                    if let Some(max) = cfg.max_errors {
-                        if bad > max {
-                            aborted = Some(format!(
-                                "more than {max} bad rows (--max-errors); stopped at {file}:{line}"
-                            ));
-                            stop.store(true, Ordering::Relaxed);
-                            break 'outer;
-                        }
-                    }
-                }
-                let stats = &cfg.stats;
-                stats.rows_read.store(rows_read, Ordering::Relaxed);
-                stats.bytes_read.store(chunk.bytes_read, Ordering::Relaxed);
-                if producer.is_none() {
-                    stats.sent.store(dry_sent, Ordering::Relaxed);
-                    stats.dead_lettered.store(dry_dead, Ordering::Relaxed);
-                }
-                progress.update(chunk.bytes_read, rows_read);
-            }
+        for _ in 0..workers {
+            let (rx, tx, recycle) = (chunk_rx.clone(), done_tx.clone(), recycle_tx.clone());
+            scope.spawn(move || clean_chunks(cfg, columns, &rx, &tx, &recycle));
         }
+        drop((chunk_rx, done_tx, recycle_tx));
+        let handed = hand_in_order(cfg, &file, &done_rx, &mut *sink, &stop, &mut progress);
         // Unblock the reader and workers if we stopped early, then wait for them.
         drop(done_rx);
-        let read_result = reader_thread
+        reader
             .join()
-            .map_err(|_| ProduceError::Internal("CSV reader thread panicked".into()))?;
-        read_result?;
-
-        let Some(producer) = producer else {
-            return Ok(Summary {
-                rows_read,
-                sent: dry_sent,
-                dead_lettered: dry_dead,
-                failed: 0,
-                seconds: started.elapsed().as_secs_f64(),
-                interrupted: stop.load(Ordering::Relaxed) && aborted.is_none(),
-                aborted,
-            });
-        };
-        // Every enqueued message gets a delivery report before flush returns.
-        producer.flush(Timeout::Never)?;
-        let stats = &producer.context().stats;
-        stats.failed.fetch_add(local_failed, Ordering::Relaxed);
-        Ok(Summary {
-            rows_read,
-            sent: stats.sent.load(Ordering::Relaxed),
-            dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
-            failed: stats.failed.load(Ordering::Relaxed),
-            seconds: started.elapsed().as_secs_f64(),
-            interrupted: stop.load(Ordering::Relaxed) && aborted.is_none(),
-            aborted,
-        })
+            .map_err(|_| ProduceError::Internal("CSV reader thread panicked".into()))??;
+        Ok(handed)
     })?;
-    Ok(summary)
+    let delivered = sink.finish()?;
+    cfg.stats.failed.fetch_add(handed.failed, Ordering::Relaxed);
+    Ok(Summary {
+        rows_read: handed.rows_read,
+        sent: delivered.sent,
+        dead_lettered: delivered.dead_lettered,
+        failed: delivered.failed + handed.failed,
+        seconds: started.elapsed().as_secs_f64(),
+        interrupted: stop.load(Ordering::Relaxed) && handed.aborted.is_none(),
+        aborted: handed.aborted,
+    })
 }
 
 /// Headers of a produced message, for tests and tools: `(key, value)` pairs.
