@@ -14,13 +14,13 @@ pub fn handle(state: &Arc<State>, req: DeleteGroupsRequest, version: i16) -> Rep
         .groups_names
         .into_iter()
         .map(|g| {
-            let code = state.groups.delete(&g).unwrap_or_else(|e| {
+            let outcome = state.groups.delete(&g).unwrap_or_else(|e| {
                 tracing::error!(group = %g.0, "deleting group offsets failed: {e}");
-                ResponseError::KafkaStorageError.code()
+                Err(ResponseError::KafkaStorageError)
             });
             DeletableGroupResult::default()
                 .with_group_id(g)
-                .with_error_code(code)
+                .with_error_code(super::code(outcome))
         })
         .collect();
     let response = DeleteGroupsResponse::default().with_results(results);

@@ -14,7 +14,7 @@ use crate::state::State;
 
 fn response(r: JoinResult, version: i16) -> JoinGroupResponse {
     let resp = JoinGroupResponse::default()
-        .with_error_code(r.error)
+        .with_error_code(r.error.map_or(0, |e| e.code()))
         .with_generation_id(r.generation_id)
         .with_protocol_name(Some(str_bytes(r.protocol_name.unwrap_or_default())))
         .with_leader(str_bytes(r.leader))
@@ -70,7 +70,7 @@ pub fn handle(
         let result = match wait_answer(&state, rx).await {
             Some(Answer::Join(r)) => r,
             _ => JoinResult {
-                error: ResponseError::CoordinatorNotAvailable.code(),
+                error: Some(ResponseError::CoordinatorNotAvailable),
                 generation_id: -1,
                 ..Default::default()
             },

@@ -10,10 +10,11 @@ use crate::state::State;
 
 pub fn handle(state: &Arc<State>, req: LeaveGroupRequest, version: i16) -> LeaveGroupResponse {
     if version < 3 {
-        let codes = state
+        let outcomes = state
             .groups
             .leave(&req.group_id, &[(req.member_id.to_string(), None)]);
-        return LeaveGroupResponse::default().with_error_code(codes.first().copied().unwrap_or(0));
+        let outcome = outcomes.first().copied().unwrap_or(Ok(()));
+        return LeaveGroupResponse::default().with_error_code(super::code(outcome));
     }
     let leaving: Vec<(String, Option<String>)> = req
         .members
@@ -25,15 +26,15 @@ pub fn handle(state: &Arc<State>, req: LeaveGroupRequest, version: i16) -> Leave
             )
         })
         .collect();
-    let codes = state.groups.leave(&req.group_id, &leaving);
+    let outcomes = state.groups.leave(&req.group_id, &leaving);
     let members = leaving
         .into_iter()
-        .zip(codes)
-        .map(|((id, instance), code)| {
+        .zip(outcomes)
+        .map(|((id, instance), outcome)| {
             MemberResponse::default()
                 .with_member_id(str_bytes(id))
                 .with_group_instance_id(instance.map(str_bytes))
-                .with_error_code(code)
+                .with_error_code(super::code(outcome))
         })
         .collect();
     LeaveGroupResponse::default().with_members(members)

@@ -197,6 +197,11 @@ async fn wait_answer(
     }
 }
 
+/// The wire code of an outcome: 0 for success.
+pub(crate) fn code(outcome: Result<(), kafka_protocol::ResponseError>) -> i16 {
+    outcome.err().map_or(0, |e| e.code())
+}
+
 pub(crate) fn str_bytes(s: impl Into<String>) -> kafka_protocol::protocol::StrBytes {
     kafka_protocol::protocol::StrBytes::from_string(s.into())
 }

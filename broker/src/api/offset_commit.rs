@@ -64,7 +64,7 @@ pub fn handle(state: &Arc<State>, req: OffsetCommitRequest, version: i16) -> Rep
         req.group_instance_id.as_deref(),
         offsets,
     ) {
-        Ok(code) => code,
+        Ok(outcome) => super::code(outcome),
         Err(e) => {
             tracing::error!(group = %req.group_id.0, "storing offsets failed: {e}");
             ResponseError::KafkaStorageError.code()

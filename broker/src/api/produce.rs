@@ -9,7 +9,8 @@ use kafka_protocol::ResponseError;
 
 use super::{str_bytes, Reply};
 use crate::batch;
-use crate::state::State;
+use crate::flush::Marks;
+use crate::state::{Partition, State};
 use crate::storage::Appended;
 
 fn partition_error(index: i32, code: ResponseError, msg: String) -> PartitionProduceResponse {
@@ -29,94 +30,28 @@ pub fn handle(state: &Arc<State>, req: ProduceRequest, version: i16) -> Reply {
     for topic_data in req.topic_data {
         let name = topic_data.name.to_string();
         let topic = state.topic_or_create(&name, true);
-        let mut partitions = Vec::with_capacity(topic_data.partition_data.len());
-        for pd in topic_data.partition_data {
-            let index = pd.index;
-            if !matches!(acks, -1..=1) {
-                partitions.push(partition_error(
-                    index,
-                    ResponseError::InvalidRequiredAcks,
-                    format!("acks={acks}; only -1, 0 and 1 are valid"),
-                ));
-                continue;
-            }
-            let partition = match &topic {
-                Ok(t) => t.partition(index).cloned(),
-                Err(_) => None,
-            };
-            let Some(partition) = partition else {
-                let (code, msg) = match &topic {
-                    Err(e) => (e.code, e.message.clone()),
-                    Ok(_) => (
-                        ResponseError::UnknownTopicOrPartition,
-                        format!("topic '{name}' has no partition {index}"),
-                    ),
+        let partitions = topic_data
+            .partition_data
+            .into_iter()
+            .map(|pd| {
+                let index = pd.index;
+                if !matches!(acks, -1..=1) {
+                    let msg = format!("acks={acks}; only -1, 0 and 1 are valid");
+                    return partition_error(index, ResponseError::InvalidRequiredAcks, msg);
+                }
+                let partition = match &topic {
+                    Ok(t) => t.partition(index).cloned().ok_or_else(|| {
+                        let msg = format!("topic '{name}' has no partition {index}");
+                        (ResponseError::UnknownTopicOrPartition, msg)
+                    }),
+                    Err(e) => Err((e.code, e.message.clone())),
                 };
-                partitions.push(partition_error(index, code, msg));
-                continue;
-            };
-            let records = pd.records.unwrap_or_default();
-            let info = match batch::validate(&records, state.config.max_message_bytes) {
-                Ok(info) => info,
-                Err(e) => {
-                    tracing::warn!(topic = %name, partition = index, "rejected batch: {e}");
-                    let code = ResponseError::try_from_code(e.code())
-                        .unwrap_or(ResponseError::CorruptMessage);
-                    partitions.push(partition_error(index, code, e.to_string()));
-                    continue;
+                match partition {
+                    Ok(p) => append(state, &name, &p, pd.records.unwrap_or_default(), &mut marks),
+                    Err((code, msg)) => partition_error(index, code, msg),
                 }
-            };
-            if let Err(why) = state.disk.check(records.len()) {
-                partitions.push(partition_error(
-                    index,
-                    ResponseError::KafkaStorageError,
-                    why,
-                ));
-                continue;
-            }
-            let ok = |base: i64| {
-                PartitionProduceResponse::default()
-                    .with_index(index)
-                    .with_base_offset(base)
-                    .with_log_append_time_ms(-1)
-                    .with_log_start_offset(partition.log.log_start_offset())
-            };
-            match partition.log.append(&records, &info) {
-                // A duplicate is a retry of a batch that may still be waiting for its
-                // flush: acknowledge it (with its original offset, like Kafka) only once
-                // the same flush covers it.
-                Ok(Appended::At(base)) | Ok(Appended::Duplicate(base)) => {
-                    marks.push((
-                        partition.watermark(),
-                        base + i64::from(info.last_offset_delta) + 1,
-                    ));
-                    partitions.push(ok(base));
-                }
-                Ok(Appended::Rejected(code)) => {
-                    tracing::warn!(
-                        topic = %name,
-                        partition = index,
-                        producer_id = info.producer_id,
-                        epoch = info.producer_epoch,
-                        base_sequence = info.base_sequence,
-                        "rejected batch: {code}"
-                    );
-                    let msg = format!(
-                        "producer {} epoch {} sequence {}: {code}",
-                        info.producer_id, info.producer_epoch, info.base_sequence
-                    );
-                    partitions.push(partition_error(index, code, msg));
-                }
-                Err(e) => {
-                    tracing::error!(topic = %name, partition = index, "append failed: {e}");
-                    partitions.push(partition_error(
-                        index,
-                        ResponseError::KafkaStorageError,
-                        e.to_string(),
-                    ));
-                }
-            }
-        }
+            })
+            .collect();
         responses.push(
             TopicProduceResponse::default()
                 .with_name(topic_data.name)
@@ -129,6 +64,77 @@ pub fn handle(state: &Arc<State>, req: ProduceRequest, version: i16) -> Reply {
         }
     }
     let response = ProduceResponse::default().with_responses(responses);
+    answer(state, response, marks, acks, version)
+}
+
+/// Validates one partition's batch and appends it; the flush that makes it durable is
+/// added to `marks`.
+fn append(
+    state: &State,
+    topic: &str,
+    partition: &Partition,
+    records: bytes::Bytes,
+    marks: &mut Marks,
+) -> PartitionProduceResponse {
+    let index = partition.index;
+    let info = match batch::validate(&records, state.config.max_message_bytes) {
+        Ok(info) => info,
+        Err(e) => {
+            tracing::warn!(topic, partition = index, "rejected batch: {e}");
+            let code =
+                ResponseError::try_from_code(e.code()).unwrap_or(ResponseError::CorruptMessage);
+            return partition_error(index, code, e.to_string());
+        }
+    };
+    if let Err(why) = state.disk.check(records.len()) {
+        return partition_error(index, ResponseError::KafkaStorageError, why);
+    }
+    match partition.log.append(&records, &info) {
+        // A duplicate is a retry of a batch that may still be waiting for its flush:
+        // acknowledge it (with its original offset, like Kafka) only once the same flush
+        // covers it.
+        Ok(Appended::At(base)) | Ok(Appended::Duplicate(base)) => {
+            marks.push((
+                partition.watermark(),
+                base + i64::from(info.last_offset_delta) + 1,
+            ));
+            PartitionProduceResponse::default()
+                .with_index(index)
+                .with_base_offset(base)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(partition.log.log_start_offset())
+        }
+        Ok(Appended::Rejected(code)) => {
+            tracing::warn!(
+                topic,
+                partition = index,
+                producer_id = info.producer_id,
+                epoch = info.producer_epoch,
+                base_sequence = info.base_sequence,
+                "rejected batch: {code}"
+            );
+            let msg = format!(
+                "producer {} epoch {} sequence {}: {code}",
+                info.producer_id, info.producer_epoch, info.base_sequence
+            );
+            partition_error(index, code, msg)
+        }
+        Err(e) => {
+            tracing::error!(topic, partition = index, "append failed: {e}");
+            partition_error(index, ResponseError::KafkaStorageError, e.to_string())
+        }
+    }
+}
+
+/// acks=0: nothing (the flush still happens); acks=1/-1: the response once the flush
+/// covering every appended batch is done (KAFKA_STORAGE_ERROR if it fails).
+fn answer(
+    state: &State,
+    response: ProduceResponse,
+    marks: Marks,
+    acks: i16,
+    version: i16,
+) -> Reply {
     if acks == 0 {
         state.flusher.request(marks, None);
         return Reply::Nothing;
@@ -140,12 +146,9 @@ pub fn handle(state: &Arc<State>, req: ProduceRequest, version: i16) -> Reply {
     let metrics = state.metrics.clone();
     Reply::Later(
         Box::pin(async move {
-            let durable = flusher.flush(marks).await;
-            if !durable {
-                metrics.produce_error(ResponseError::KafkaStorageError.code());
-            }
             let mut response = response;
-            if !durable {
+            if !flusher.flush(marks).await {
+                metrics.produce_error(ResponseError::KafkaStorageError.code());
                 for t in &mut response.responses {
                     for p in &mut t.partition_responses {
                         if p.error_code == 0 {

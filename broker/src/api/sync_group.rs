@@ -30,12 +30,12 @@ pub fn handle(state: &Arc<State>, req: SyncGroupRequest, version: i16) -> Later 
         let r = match wait_answer(&state, rx).await {
             Some(Answer::Sync(r)) => r,
             _ => SyncResult {
-                error: ResponseError::CoordinatorNotAvailable.code(),
+                error: Some(ResponseError::CoordinatorNotAvailable),
                 ..Default::default()
             },
         };
         let resp = SyncGroupResponse::default()
-            .with_error_code(r.error)
+            .with_error_code(r.error.map_or(0, |e| e.code()))
             .with_assignment(r.assignment);
         let resp = if version >= 5 {
             resp.with_protocol_type(r.protocol_type.map(str_bytes))

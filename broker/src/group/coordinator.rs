@@ -10,282 +10,13 @@
 //! `CompletingRebalance` (the leader computes assignments) -> `Stable`. Any join, leave or
 //! session expiry moves a non-empty group back to `PreparingRebalance`.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use kafka_protocol::ResponseError as E;
 
-/// Identifies a parked request; the caller maps it back to the waiting connection.
-pub type ReplyId = u64;
-/// Milliseconds on a monotonic clock chosen by the caller.
-pub type Millis = u64;
-
-/// Group states (the names Kafka's DescribeGroups uses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupState {
-    /// No members (may still have committed offsets).
-    Empty,
-    /// Waiting for members to (re)join.
-    PreparingRebalance,
-    /// Waiting for the leader's assignment.
-    CompletingRebalance,
-    /// Everyone has an assignment.
-    Stable,
-}
-
-impl GroupState {
-    /// Kafka's name for the state.
-    pub fn name(self) -> &'static str {
-        match self {
-            GroupState::Empty => "Empty",
-            GroupState::PreparingRebalance => "PreparingRebalance",
-            GroupState::CompletingRebalance => "CompletingRebalance",
-            GroupState::Stable => "Stable",
-        }
-    }
-}
-
-/// A JoinGroup request.
-#[derive(Debug, Clone, Default)]
-pub struct JoinRequest {
-    /// Group id.
-    pub group_id: String,
-    /// Member id; empty on first join.
-    pub member_id: String,
-    /// Static membership id (`group.instance.id`).
-    pub group_instance_id: Option<String>,
-    /// Client id from the request header.
-    pub client_id: String,
-    /// Client address.
-    pub client_host: String,
-    /// Session timeout.
-    pub session_timeout_ms: i32,
-    /// Rebalance timeout (v0: the session timeout).
-    pub rebalance_timeout_ms: i32,
-    /// Protocol type, "consumer" for consumers.
-    pub protocol_type: String,
-    /// Supported protocols (assignors) in preference order, with their metadata.
-    pub protocols: Vec<(String, Bytes)>,
-    /// v4+: an unknown member first gets MEMBER_ID_REQUIRED with its new id.
-    pub require_known_member_id: bool,
-}
-
-/// One member as the leader sees it in its JoinGroup response.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JoinMember {
-    /// Member id.
-    pub member_id: String,
-    /// Static id.
-    pub group_instance_id: Option<String>,
-    /// Metadata for the chosen protocol.
-    pub metadata: Bytes,
-}
-
-/// A JoinGroup response.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct JoinResult {
-    /// Error code (0 = none).
-    pub error: i16,
-    /// Generation.
-    pub generation_id: i32,
-    /// Protocol type.
-    pub protocol_type: Option<String>,
-    /// Chosen protocol.
-    pub protocol_name: Option<String>,
-    /// Leader's member id.
-    pub leader: String,
-    /// The receiving member's id.
-    pub member_id: String,
-    /// All members, for the leader only.
-    pub members: Vec<JoinMember>,
-}
-
-impl JoinResult {
-    fn error(e: E, member_id: &str) -> Self {
-        JoinResult {
-            error: e.code(),
-            generation_id: -1,
-            member_id: member_id.to_string(),
-            ..Default::default()
-        }
-    }
-}
-
-/// A SyncGroup request.
-#[derive(Debug, Clone, Default)]
-pub struct SyncRequest {
-    /// Group id.
-    pub group_id: String,
-    /// Generation the member thinks it is in.
-    pub generation_id: i32,
-    /// Member id.
-    pub member_id: String,
-    /// Static id.
-    pub group_instance_id: Option<String>,
-    /// v5: protocol type, checked when present.
-    pub protocol_type: Option<String>,
-    /// v5: protocol name, checked when present.
-    pub protocol_name: Option<String>,
-    /// The leader's assignment per member id (empty for followers).
-    pub assignments: Vec<(String, Bytes)>,
-}
-
-/// A SyncGroup response.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct SyncResult {
-    /// Error code.
-    pub error: i16,
-    /// Protocol type.
-    pub protocol_type: Option<String>,
-    /// Protocol name.
-    pub protocol_name: Option<String>,
-    /// This member's assignment.
-    pub assignment: Bytes,
-}
-
-impl SyncResult {
-    fn error(e: E) -> Self {
-        SyncResult {
-            error: e.code(),
-            ..Default::default()
-        }
-    }
-}
-
-/// An answer to a parked request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Action {
-    /// Answer a JoinGroup.
-    Join(ReplyId, JoinResult),
-    /// Answer a SyncGroup.
-    Sync(ReplyId, SyncResult),
-}
-
-/// A member as DescribeGroups reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MemberDescription {
-    /// Member id.
-    pub member_id: String,
-    /// Static id.
-    pub group_instance_id: Option<String>,
-    /// Client id.
-    pub client_id: String,
-    /// Client host.
-    pub client_host: String,
-    /// Metadata for the chosen protocol.
-    pub metadata: Bytes,
-    /// Current assignment.
-    pub assignment: Bytes,
-}
-
-/// A group as DescribeGroups reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupDescription {
-    /// State.
-    pub state: GroupState,
-    /// Protocol type ("" when none).
-    pub protocol_type: String,
-    /// Chosen protocol ("" when none).
-    pub protocol: String,
-    /// Members.
-    pub members: Vec<MemberDescription>,
-}
-
-#[derive(Debug, Clone)]
-struct Member {
-    instance_id: Option<String>,
-    client_id: String,
-    client_host: String,
-    session_timeout: Millis,
-    rebalance_timeout: Millis,
-    protocols: Vec<(String, Bytes)>,
-    assignment: Bytes,
-    last_heartbeat: Millis,
-    pending_join: Option<ReplyId>,
-    pending_sync: Option<ReplyId>,
-    joined_seq: u64,
-}
-
-impl Member {
-    fn metadata_for(&self, protocol: &str) -> Bytes {
-        self.protocols
-            .iter()
-            .find(|(n, _)| n == protocol)
-            .map(|(_, m)| m.clone())
-            .unwrap_or_default()
-    }
-    fn supports(&self, protocol: &str) -> bool {
-        self.protocols.iter().any(|(n, _)| n == protocol)
-    }
-}
-
-#[derive(Debug, Clone)]
-struct Group {
-    state: GroupState,
-    generation: i32,
-    protocol_type: Option<String>,
-    protocol: Option<String>,
-    leader: Option<String>,
-    members: BTreeMap<String, Member>,
-    /// Member ids handed out with MEMBER_ID_REQUIRED, valid until the deadline.
-    pending_ids: HashMap<String, Millis>,
-    /// group.instance.id -> member id.
-    static_members: HashMap<String, String>,
-    rebalance_deadline: Millis,
-    /// The join phase does not complete before this (the initial delay, below).
-    delay_until: Millis,
-    /// The rebalance started from an empty group: as in Kafka's InitialDelayedJoin, it waits
-    /// `group.initial.rebalance.delay.ms` for more members, and again each time a new
-    /// member joined meanwhile, within the rebalance timeout. Members starting together
-    /// then land in one generation, with time to learn the topics' metadata (a leader that
-    /// assigns before it has them must rejoin at once, which kafka-python mishandles).
-    initial: Option<InitialDelay>,
-}
-
-/// The state of an initial delayed join.
-#[derive(Debug, Clone, Copy)]
-struct InitialDelay {
-    /// Length of each wait.
-    step: Millis,
-    /// What is left of the rebalance timeout for further waits.
-    remaining: Millis,
-    /// A new member joined during the current wait.
-    new_member_added: bool,
-}
-
-impl Group {
-    fn new() -> Self {
-        Group {
-            state: GroupState::Empty,
-            generation: 0,
-            protocol_type: None,
-            protocol: None,
-            leader: None,
-            members: BTreeMap::new(),
-            pending_ids: HashMap::new(),
-            static_members: HashMap::new(),
-            rebalance_deadline: 0,
-            delay_until: 0,
-            initial: None,
-        }
-    }
-
-    /// Resolves the member a request speaks for, with Kafka's fencing errors.
-    fn check_member(&self, member_id: &str, instance_id: Option<&str>) -> Result<(), E> {
-        if let Some(instance) = instance_id {
-            match self.static_members.get(instance) {
-                Some(id) if id == member_id => {}
-                Some(_) => return Err(E::FencedInstanceId),
-                None => return Err(E::UnknownMemberId),
-            }
-        }
-        if self.members.contains_key(member_id) {
-            Ok(())
-        } else {
-            Err(E::UnknownMemberId)
-        }
-    }
-}
+use super::membership::*;
+pub use super::types::*;
 
 /// Limits and delays of the coordinator.
 #[derive(Debug, Clone, Copy)]
@@ -305,6 +36,65 @@ impl Default for CoordinatorConfig {
             min_session_timeout: 1_000,
             max_session_timeout: 1_800_000,
             initial_rebalance_delay: 0,
+        }
+    }
+}
+
+/// Who a JoinGroup speaks for.
+enum Joining {
+    /// This member, to be (re)added and to rebalance.
+    Member(String),
+    /// Answered already (MEMBER_ID_REQUIRED, or the current generation).
+    Answered(JoinResult),
+}
+
+/// Resolves who joins: a new member (with a fresh id, or first told its id), a static
+/// member replacing its previous incarnation (whose parked requests are fenced), or a
+/// known member (maybe answered with the current generation, see `rejoin_current`).
+fn who_joins(
+    group: &mut Group,
+    new_id: Option<String>,
+    req: &JoinRequest,
+    now: Millis,
+    session: Millis,
+    actions: &mut Vec<Action>,
+) -> Result<Joining, E> {
+    match (new_id, &req.group_instance_id) {
+        (Some(id), Some(instance)) => {
+            if let Some(old) = group.static_members.insert(instance.clone(), id.clone()) {
+                if let Some(m) = group.members.remove(&old) {
+                    if let Some(r) = m.pending_join {
+                        actions.push(Action::Join(
+                            r,
+                            JoinResult::error(E::FencedInstanceId, &old),
+                        ));
+                    }
+                    if let Some(r) = m.pending_sync {
+                        actions.push(Action::Sync(r, SyncResult::error(E::FencedInstanceId)));
+                    }
+                }
+                if group.leader.as_deref() == Some(old.as_str()) {
+                    group.leader = Some(id.clone());
+                }
+            }
+            Ok(Joining::Member(id))
+        }
+        (Some(id), None) if req.require_known_member_id => {
+            group.pending_ids.insert(id.clone(), now + session);
+            let mut r = JoinResult::error(E::MemberIdRequired, &id);
+            r.member_id = id;
+            Ok(Joining::Answered(r))
+        }
+        (Some(id), None) => Ok(Joining::Member(id)),
+        (None, _) => {
+            let id = req.member_id.clone();
+            if group.pending_ids.remove(&id).is_none() {
+                group.check_member(&id, req.group_instance_id.as_deref())?;
+            }
+            Ok(match rejoin_current(group, &id, &req.protocols, now) {
+                Some(answer) => Joining::Answered(answer),
+                None => Joining::Member(id),
+            })
         }
     }
 }
@@ -335,138 +125,74 @@ impl Coordinator {
 
     /// Handles a JoinGroup.
     pub fn join(&mut self, now: Millis, reply: ReplyId, req: JoinRequest) -> Vec<Action> {
-        let requested_id = req.member_id.clone();
-        let fail = |e: E| vec![Action::Join(reply, JoinResult::error(e, &requested_id))];
+        let fail = |e: E| vec![Action::Join(reply, JoinResult::error(e, &req.member_id))];
         let session = req.session_timeout_ms.max(0) as Millis;
-        if session < self.config.min_session_timeout || session > self.config.max_session_timeout {
-            return fail(E::InvalidSessionTimeout);
+        if let Err(e) = self.check_join(&req, session) {
+            return fail(e);
         }
-        if req.protocol_type.is_empty() || req.protocols.is_empty() {
-            return fail(E::InconsistentGroupProtocol);
-        }
-        if req.group_id.is_empty() {
-            return fail(E::InvalidGroupId);
-        }
-        let new_id = if req.member_id.is_empty() {
-            let prefix = req
-                .group_instance_id
-                .clone()
-                .unwrap_or_else(|| req.client_id.clone());
-            Some(self.new_member_id(&prefix))
-        } else {
-            None
-        };
+        let new_id = req.member_id.is_empty().then(|| {
+            let prefix = req.group_instance_id.as_ref().unwrap_or(&req.client_id);
+            self.new_member_id(&prefix.clone())
+        });
+        self.seq += 1;
+        let seq = self.seq;
         let group = self
             .groups
             .entry(req.group_id.clone())
             .or_insert_with(Group::new);
-        if !group.members.is_empty() {
-            if group.protocol_type.as_deref() != Some(req.protocol_type.as_str()) {
-                return fail(E::InconsistentGroupProtocol);
-            }
-            let others_ok = req.protocols.iter().any(|(name, _)| {
-                group
-                    .members
-                    .iter()
-                    .filter(|(id, _)| **id != req.member_id)
-                    .all(|(_, m)| m.supports(name))
-            });
-            if !others_ok {
-                return fail(E::InconsistentGroupProtocol);
-            }
-        }
         let mut actions = Vec::new();
-        let member_id = match (new_id, &req.group_instance_id) {
-            (Some(id), Some(instance)) => {
-                // A static member (re)starting: it replaces its previous incarnation,
-                // whose outstanding requests are fenced.
-                if let Some(old) = group.static_members.insert(instance.clone(), id.clone()) {
-                    if let Some(m) = group.members.remove(&old) {
-                        if let Some(r) = m.pending_join {
-                            actions.push(Action::Join(
-                                r,
-                                JoinResult::error(E::FencedInstanceId, &old),
-                            ));
-                        }
-                        if let Some(r) = m.pending_sync {
-                            actions.push(Action::Sync(r, SyncResult::error(E::FencedInstanceId)));
-                        }
-                    }
-                    if group.leader.as_deref() == Some(old.as_str()) {
-                        group.leader = Some(id.clone());
-                    }
-                }
-                id
-            }
-            (Some(id), None) if req.require_known_member_id => {
-                group.pending_ids.insert(id.clone(), now + session);
-                let mut r = JoinResult::error(E::MemberIdRequired, &id);
-                r.member_id = id;
-                return vec![Action::Join(reply, r)];
-            }
-            (Some(id), None) => id,
-            (None, _) => {
-                let id = req.member_id.clone();
-                if group.pending_ids.remove(&id).is_none() {
-                    if let Err(e) = group.check_member(&id, req.group_instance_id.as_deref()) {
-                        return fail(e);
-                    }
-                }
-                if let Some(answer) = rejoin_current(group, &id, &req.protocols, now) {
-                    return vec![Action::Join(reply, answer)];
-                }
-                id
-            }
+        let member_id = match who_joins(group, new_id, &req, now, session, &mut actions) {
+            Ok(Joining::Member(id)) => id,
+            Ok(Joining::Answered(answer)) => return vec![Action::Join(reply, answer)],
+            Err(e) => return fail(e),
         };
-        self.seq += 1;
-        let seq = self.seq;
-        let Some(group) = self.groups.get_mut(&req.group_id) else {
-            return fail(E::UnknownServerError);
-        };
-        if !group.members.contains_key(&member_id) {
-            if let Some(initial) = group.initial.as_mut() {
-                initial.new_member_added = true;
-            }
-        }
-        let member = group
-            .members
-            .entry(member_id.clone())
-            .or_insert_with(|| Member {
-                instance_id: req.group_instance_id.clone(),
-                client_id: String::new(),
-                client_host: String::new(),
-                session_timeout: session,
-                rebalance_timeout: session,
-                protocols: Vec::new(),
-                assignment: Bytes::new(),
-                last_heartbeat: now,
-                pending_join: None,
-                pending_sync: None,
-                joined_seq: seq,
-            });
-        member.client_id = req.client_id;
-        member.client_host = req.client_host;
-        member.session_timeout = session;
-        member.rebalance_timeout = (req.rebalance_timeout_ms.max(0) as Millis).max(session.min(1));
-        member.protocols = req.protocols;
-        member.last_heartbeat = now;
-        if let Some(old) = member.pending_join.replace(reply) {
+        let old = group.upsert_member(&member_id, req, session, now, seq, reply);
+        if let Some(old) = old {
             actions.push(Action::Join(
                 old,
                 JoinResult::error(E::RebalanceInProgress, &member_id),
             ));
         }
-        group.protocol_type = Some(req.protocol_type);
         if group.state != GroupState::PreparingRebalance {
-            prepare_rebalance(
-                group,
-                now,
-                self.config.initial_rebalance_delay,
-                &mut actions,
-            );
+            let delay = self.config.initial_rebalance_delay;
+            prepare_rebalance(group, now, delay, &mut actions);
         }
         try_complete_join(group, now, &mut actions);
         actions
+    }
+
+    /// The request's own checks, and whether its protocols fit the group's members.
+    fn check_join(&self, req: &JoinRequest, session: Millis) -> Result<(), E> {
+        if session < self.config.min_session_timeout || session > self.config.max_session_timeout {
+            return Err(E::InvalidSessionTimeout);
+        }
+        if req.protocol_type.is_empty() || req.protocols.is_empty() {
+            return Err(E::InconsistentGroupProtocol);
+        }
+        if req.group_id.is_empty() {
+            return Err(E::InvalidGroupId);
+        }
+        let Some(group) = self.groups.get(&req.group_id) else {
+            return Ok(());
+        };
+        if group.members.is_empty() {
+            return Ok(());
+        }
+        if group.protocol_type.as_deref() != Some(req.protocol_type.as_str()) {
+            return Err(E::InconsistentGroupProtocol);
+        }
+        let others_ok = req.protocols.iter().any(|(name, _)| {
+            group
+                .members
+                .iter()
+                .filter(|(id, _)| **id != req.member_id)
+                .all(|(_, m)| m.supports(name))
+        });
+        if others_ok {
+            Ok(())
+        } else {
+            Err(E::InconsistentGroupProtocol)
+        }
     }
 
     /// Handles a SyncGroup.
@@ -487,7 +213,7 @@ impl Coordinator {
             return fail(E::InconsistentGroupProtocol);
         }
         let ok = |g: &Group, assignment: Bytes| SyncResult {
-            error: 0,
+            error: None,
             protocol_type: g.protocol_type.clone(),
             protocol_name: g.protocol.clone(),
             assignment,
@@ -540,7 +266,7 @@ impl Coordinator {
         actions
     }
 
-    /// Handles a Heartbeat; returns the error code.
+    /// Handles a Heartbeat.
     pub fn heartbeat(
         &mut self,
         now: Millis,
@@ -548,36 +274,31 @@ impl Coordinator {
         generation: i32,
         member_id: &str,
         instance_id: Option<&str>,
-    ) -> i16 {
-        let Some(group) = self.groups.get_mut(group_id) else {
-            return E::UnknownMemberId.code();
-        };
-        if let Err(e) = group.check_member(member_id, instance_id) {
-            return e.code();
-        }
-        let state = group.state;
-        let current = group.generation;
+    ) -> Result<(), E> {
+        let group = self.groups.get_mut(group_id).ok_or(E::UnknownMemberId)?;
+        group.check_member(member_id, instance_id)?;
+        let (state, current) = (group.state, group.generation);
         if let Some(m) = group.members.get_mut(member_id) {
             m.last_heartbeat = now;
         }
         match state {
-            GroupState::Empty => E::UnknownMemberId.code(),
-            GroupState::PreparingRebalance => E::RebalanceInProgress.code(),
-            _ if generation != current => E::IllegalGeneration.code(),
-            _ => 0,
+            GroupState::Empty => Err(E::UnknownMemberId),
+            GroupState::PreparingRebalance => Err(E::RebalanceInProgress),
+            _ if generation != current => Err(E::IllegalGeneration),
+            _ => Ok(()),
         }
     }
 
-    /// Handles a LeaveGroup; returns one error code per `(member_id, instance_id)`.
+    /// Handles a LeaveGroup; returns one outcome per `(member_id, instance_id)`.
     pub fn leave(
         &mut self,
         now: Millis,
         group_id: &str,
         leaving: &[(String, Option<String>)],
-    ) -> (Vec<i16>, Vec<Action>) {
+    ) -> (Vec<Result<(), E>>, Vec<Action>) {
         let mut actions = Vec::new();
         let Some(group) = self.groups.get_mut(group_id) else {
-            return (vec![E::UnknownMemberId.code(); leaving.len()], actions);
+            return (vec![Err(E::UnknownMemberId); leaving.len()], actions);
         };
         let mut codes = Vec::with_capacity(leaving.len());
         let mut removed = false;
@@ -586,11 +307,11 @@ impl Coordinator {
                 Some(instance) => match group.static_members.get(instance) {
                     Some(id) if member_id.is_empty() || id == member_id => id.clone(),
                     Some(_) => {
-                        codes.push(E::FencedInstanceId.code());
+                        codes.push(Err(E::FencedInstanceId));
                         continue;
                     }
                     None => {
-                        codes.push(E::UnknownMemberId.code());
+                        codes.push(Err(E::UnknownMemberId));
                         continue;
                     }
                 },
@@ -599,9 +320,9 @@ impl Coordinator {
             if group.members.contains_key(&id) {
                 remove_member(group, &id, &mut actions);
                 removed = true;
-                codes.push(0);
+                codes.push(Ok(()));
             } else {
-                codes.push(E::UnknownMemberId.code());
+                codes.push(Err(E::UnknownMemberId));
             }
         }
         if removed {
@@ -655,7 +376,7 @@ impl Coordinator {
         actions
     }
 
-    /// May `member_id` commit offsets for `group_id` in `generation`? (0 = yes)
+    /// May `member_id` commit offsets for `group_id` in `generation`?
     /// Generation -1 with no member id is a "simple" commit by a consumer that uses no
     /// group membership; allowed while the group has no members.
     pub fn check_commit(
@@ -664,31 +385,29 @@ impl Coordinator {
         generation: i32,
         member_id: &str,
         instance_id: Option<&str>,
-    ) -> i16 {
+    ) -> Result<(), E> {
         let Some(group) = self.groups.get(group_id) else {
             return if generation < 0 {
-                0
+                Ok(())
             } else {
-                E::IllegalGeneration.code()
+                Err(E::IllegalGeneration)
             };
         };
         if generation < 0 && member_id.is_empty() {
             return if group.members.is_empty() {
-                0
+                Ok(())
             } else {
-                E::IllegalGeneration.code()
+                Err(E::IllegalGeneration)
             };
         }
-        if let Err(e) = group.check_member(member_id, instance_id) {
-            return e.code();
-        }
+        group.check_member(member_id, instance_id)?;
         if generation != group.generation {
-            return E::IllegalGeneration.code();
+            return Err(E::IllegalGeneration);
         }
         if group.state == GroupState::CompletingRebalance {
-            return E::RebalanceInProgress.code();
+            return Err(E::RebalanceInProgress);
         }
-        0
+        Ok(())
     }
 
     /// Group ids with their protocol type and state.
@@ -756,218 +475,6 @@ impl Coordinator {
             .map(|g| g.members.keys().cloned().collect())
             .unwrap_or_default()
     }
-}
-
-fn prepare_rebalance(
-    group: &mut Group,
-    now: Millis,
-    initial_delay: Millis,
-    actions: &mut Vec<Action>,
-) {
-    for m in group.members.values_mut() {
-        if let Some(r) = m.pending_sync.take() {
-            // It could not heartbeat while parked: its session restarts now, to rejoin.
-            m.last_heartbeat = now;
-            actions.push(Action::Sync(r, SyncResult::error(E::RebalanceInProgress)));
-        }
-    }
-    let was_empty = group.state == GroupState::Empty;
-    group.state = GroupState::PreparingRebalance;
-    let timeout = group
-        .members
-        .values()
-        .map(|m| m.rebalance_timeout)
-        .max()
-        .unwrap_or(0);
-    group.rebalance_deadline = now + timeout;
-    if was_empty && initial_delay > 0 {
-        let step = initial_delay.min(timeout);
-        group.delay_until = now + step;
-        group.initial = Some(InitialDelay {
-            step,
-            remaining: timeout.saturating_sub(step),
-            new_member_added: false,
-        });
-    } else {
-        group.delay_until = now;
-        group.initial = None;
-    }
-}
-
-fn try_complete_join(group: &mut Group, now: Millis, actions: &mut Vec<Action>) {
-    if group.state != GroupState::PreparingRebalance || now < group.delay_until {
-        return;
-    }
-    if let Some(initial) = group.initial.as_mut() {
-        if initial.new_member_added && initial.remaining > 0 {
-            // Someone joined during the wait: wait once more for others who may follow.
-            let step = initial.step.min(initial.remaining);
-            initial.remaining -= step;
-            initial.new_member_added = false;
-            group.delay_until = now + step;
-            return;
-        }
-    }
-    if group.members.values().all(|m| m.pending_join.is_some()) {
-        complete_join(group, now, actions);
-    }
-}
-
-fn complete_join(group: &mut Group, now: Millis, actions: &mut Vec<Action>) {
-    group.initial = None;
-    let missing: Vec<String> = group
-        .members
-        .iter()
-        .filter(|(_, m)| m.pending_join.is_none())
-        .map(|(id, _)| id.clone())
-        .collect();
-    for id in &missing {
-        tracing::info!(member = %id, "member did not rejoin in time");
-        remove_member(group, id, actions);
-    }
-    group.generation += 1;
-    if group.members.is_empty() {
-        become_empty(group);
-        return;
-    }
-    if !group
-        .leader
-        .as_ref()
-        .is_some_and(|l| group.members.contains_key(l))
-    {
-        group.leader = group
-            .members
-            .iter()
-            .min_by_key(|(_, m)| m.joined_seq)
-            .map(|(id, _)| id.clone());
-    }
-    let leader = group.leader.clone().unwrap_or_default();
-    // The leader's most preferred protocol that every member supports.
-    let protocol = group.members.get(&leader).and_then(|l| {
-        l.protocols
-            .iter()
-            .map(|(n, _)| n.clone())
-            .find(|n| group.members.values().all(|m| m.supports(n)))
-    });
-    group.protocol = protocol.clone();
-    group.state = GroupState::CompletingRebalance;
-    let everyone = leader_view(group, protocol.as_deref().unwrap_or_default());
-    for (id, m) in group.members.iter_mut() {
-        m.assignment = Bytes::new();
-        m.last_heartbeat = now;
-        if let Some(r) = m.pending_join.take() {
-            actions.push(Action::Join(
-                r,
-                JoinResult {
-                    error: 0,
-                    generation_id: group.generation,
-                    protocol_type: group.protocol_type.clone(),
-                    protocol_name: group.protocol.clone(),
-                    leader: leader.clone(),
-                    member_id: id.clone(),
-                    members: if *id == leader {
-                        everyone.clone()
-                    } else {
-                        Vec::new()
-                    },
-                },
-            ));
-        }
-    }
-}
-
-/// Every member with its metadata for `protocol`, in joining order: what the leader needs
-/// to compute the assignment.
-fn leader_view(group: &Group, protocol: &str) -> Vec<JoinMember> {
-    let mut ordered: Vec<(&String, &Member)> = group.members.iter().collect();
-    ordered.sort_by_key(|(_, m)| m.joined_seq);
-    ordered
-        .into_iter()
-        .map(|(id, m)| JoinMember {
-            member_id: id.clone(),
-            group_instance_id: m.instance_id.clone(),
-            metadata: m.metadata_for(protocol),
-        })
-        .collect()
-}
-
-/// A member that joins again while its group is completing a rebalance or stable, with the
-/// same protocols, and that is not the leader of a stable group, gets the current
-/// generation back instead of starting a new rebalance (Kafka does the same: the member
-/// most likely missed its JoinGroup response, e.g. after a client-side timeout on a busy
-/// machine; rebalancing again would fail everyone's SyncGroup and could repeat forever).
-fn rejoin_current(
-    group: &mut Group,
-    member_id: &str,
-    protocols: &[(String, Bytes)],
-    now: Millis,
-) -> Option<JoinResult> {
-    let leader = group.leader.clone().unwrap_or_default();
-    let is_leader = leader == member_id;
-    let unchanged = match group.state {
-        GroupState::CompletingRebalance => true,
-        GroupState::Stable => !is_leader,
-        GroupState::Empty | GroupState::PreparingRebalance => false,
-    };
-    let member = group.members.get_mut(member_id)?;
-    if !unchanged || member.protocols != protocols || member.pending_join.is_some() {
-        return None;
-    }
-    member.last_heartbeat = now;
-    let members = if is_leader {
-        leader_view(group, group.protocol.as_deref().unwrap_or_default())
-    } else {
-        Vec::new()
-    };
-    Some(JoinResult {
-        error: 0,
-        generation_id: group.generation,
-        protocol_type: group.protocol_type.clone(),
-        protocol_name: group.protocol.clone(),
-        leader,
-        member_id: member_id.to_string(),
-        members,
-    })
-}
-
-fn remove_member(group: &mut Group, id: &str, actions: &mut Vec<Action>) {
-    if let Some(m) = group.members.remove(id) {
-        if let Some(r) = m.pending_join {
-            actions.push(Action::Join(r, JoinResult::error(E::UnknownMemberId, id)));
-        }
-        if let Some(r) = m.pending_sync {
-            actions.push(Action::Sync(r, SyncResult::error(E::UnknownMemberId)));
-        }
-        if let Some(instance) = m.instance_id {
-            if group.static_members.get(&instance).map(String::as_str) == Some(id) {
-                group.static_members.remove(&instance);
-            }
-        }
-    }
-}
-
-fn members_left(group: &mut Group, now: Millis, initial_delay: Millis, actions: &mut Vec<Action>) {
-    if group.members.is_empty() {
-        if group.state != GroupState::Empty {
-            group.generation += 1;
-        }
-        become_empty(group);
-        return;
-    }
-    match group.state {
-        GroupState::Stable | GroupState::CompletingRebalance => {
-            prepare_rebalance(group, now, initial_delay, actions)
-        }
-        GroupState::PreparingRebalance => try_complete_join(group, now, actions),
-        GroupState::Empty => {}
-    }
-}
-
-fn become_empty(group: &mut Group) {
-    group.initial = None;
-    group.state = GroupState::Empty;
-    group.leader = None;
-    group.protocol = None;
 }
 
 #[cfg(test)]

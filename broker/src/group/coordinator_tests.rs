@@ -55,7 +55,7 @@ fn coordinator() -> Coordinator {
 /// (possibly parked) actions of the second join.
 fn join_new(c: &mut Coordinator, now: Millis, reply: ReplyId) -> (String, Vec<Action>) {
     let first = only_join(c.join(now, reply, join_req("", None)), reply);
-    assert_eq!(first.error, E::MemberIdRequired.code());
+    assert_eq!(first.error, Some(E::MemberIdRequired));
     assert!(!first.member_id.is_empty());
     let actions = c.join(now, reply + 1000, join_req(&first.member_id, None));
     (first.member_id, actions)
@@ -66,7 +66,7 @@ fn first_member_gets_an_id_then_leads_generation_one() {
     let mut c = coordinator();
     let (a, actions) = join_new(&mut c, 0, 1);
     let res = only_join(actions, 1001);
-    assert_eq!(res.error, 0);
+    assert_eq!(res.error, None);
     assert_eq!(res.generation_id, 1);
     assert_eq!(res.leader, a);
     assert_eq!(res.protocol_name.as_deref(), Some("cooperative-sticky"));
@@ -83,7 +83,7 @@ fn first_member_gets_an_id_then_leads_generation_one() {
         sync_req(&a, 1, vec![(a.clone(), Bytes::from_static(b"p0"))]),
     );
     let s = sync_answer(&actions, 2).unwrap();
-    assert_eq!((s.error, s.assignment), (0, Bytes::from_static(b"p0")));
+    assert_eq!((s.error, s.assignment), (None, Bytes::from_static(b"p0")));
     assert_eq!(c.generation("g"), Some((1, GroupState::Stable)));
 }
 
@@ -99,7 +99,7 @@ fn second_member_triggers_a_rebalance_with_one_leader() {
     assert_eq!(c.generation("g"), Some((1, GroupState::PreparingRebalance)));
     assert_eq!(
         c.heartbeat(20, "g", 1, &a, None),
-        E::RebalanceInProgress.code()
+        Err(E::RebalanceInProgress)
     );
 
     let actions = c.join(30, 4, join_req(&a, None));
@@ -133,7 +133,7 @@ fn second_member_triggers_a_rebalance_with_one_leader() {
         sync_answer(&actions, 6).unwrap().assignment,
         Bytes::from_static(b"A")
     );
-    assert_eq!(c.heartbeat(60, "g", 2, &b, None), 0);
+    assert_eq!(c.heartbeat(60, "g", 2, &b, None), Ok(()));
 }
 
 #[test]
@@ -142,28 +142,22 @@ fn heartbeat_and_sync_fencing_errors() {
     let (a, actions) = join_new(&mut c, 0, 1);
     only_join(actions, 1001);
     c.sync(0, 2, sync_req(&a, 1, vec![]));
-    assert_eq!(
-        c.heartbeat(1, "g", 0, &a, None),
-        E::IllegalGeneration.code()
-    );
+    assert_eq!(c.heartbeat(1, "g", 0, &a, None), Err(E::IllegalGeneration));
     assert_eq!(
         c.heartbeat(1, "g", 1, "ghost", None),
-        E::UnknownMemberId.code()
+        Err(E::UnknownMemberId)
     );
-    assert_eq!(
-        c.heartbeat(1, "nope", 1, &a, None),
-        E::UnknownMemberId.code()
-    );
+    assert_eq!(c.heartbeat(1, "nope", 1, &a, None), Err(E::UnknownMemberId));
     let s = c.sync(1, 3, sync_req(&a, 7, vec![]));
     assert_eq!(
         sync_answer(&s, 3).unwrap().error,
-        E::IllegalGeneration.code()
+        Some(E::IllegalGeneration)
     );
     let s = c.sync(1, 4, sync_req("ghost", 1, vec![]));
-    assert_eq!(sync_answer(&s, 4).unwrap().error, E::UnknownMemberId.code());
+    assert_eq!(sync_answer(&s, 4).unwrap().error, Some(E::UnknownMemberId));
     // unknown member id on join
     let r = only_join(c.join(1, 5, join_req("ghost", None)), 5);
-    assert_eq!(r.error, E::UnknownMemberId.code());
+    assert_eq!(r.error, Some(E::UnknownMemberId));
 }
 
 #[test]
@@ -175,12 +169,12 @@ fn leaving_rebalances_and_the_last_leaver_empties_the_group() {
     let actions = c.join(0, 3, join_req(&a, None));
     only_join(actions, 3);
     let (codes, _) = c.leave(5, "g", &[(b.clone(), None)]);
-    assert_eq!(codes, vec![0]);
+    assert_eq!(codes, vec![Ok(())]);
     assert_eq!(c.generation("g").unwrap().1, GroupState::PreparingRebalance);
     let r = only_join(c.join(6, 4, join_req(&a, None)), 4);
-    assert_eq!((r.error, r.generation_id, r.members.len()), (0, 3, 1));
+    assert_eq!((r.error, r.generation_id, r.members.len()), (None, 3, 1));
     let (codes, _) = c.leave(7, "g", &[(a.clone(), None), ("ghost".into(), None)]);
-    assert_eq!(codes, vec![0, E::UnknownMemberId.code()]);
+    assert_eq!(codes, vec![Ok(()), Err(E::UnknownMemberId)]);
     assert_eq!(c.generation("g").unwrap().1, GroupState::Empty);
     assert!(c.members("g").is_empty());
 }
@@ -205,7 +199,7 @@ fn heartbeats_keep_a_member_alive() {
     only_join(actions, 1001);
     c.sync(0, 2, sync_req(&a, 1, vec![]));
     for t in (1_000..50_000).step_by(3_000) {
-        assert_eq!(c.heartbeat(t, "g", 1, &a, None), 0);
+        assert_eq!(c.heartbeat(t, "g", 1, &a, None), Ok(()));
         c.tick(t);
     }
     assert_eq!(c.members("g"), vec![a]);
@@ -221,14 +215,14 @@ fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_deadline() {
     assert!(actions.is_empty());
     // a keeps heartbeating but never rejoins; b is parked
     for t in (1_000..30_000).step_by(2_000) {
-        c.heartbeat(t, "g", 1, &a, None);
+        let _ = c.heartbeat(t, "g", 1, &a, None);
         assert!(c.tick(t).is_empty());
     }
     let actions = c.tick(30_100);
     let rb = only_join(actions, 1003);
     assert_eq!(
         (rb.error, rb.generation_id, rb.leader.clone()),
-        (0, 2, b.clone())
+        (None, 2, b.clone())
     );
     assert_eq!(c.members("g"), vec![b]);
 }
@@ -237,11 +231,11 @@ fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_deadline() {
 fn static_member_restart_replaces_and_fences_the_old_incarnation() {
     let mut c = coordinator();
     let r1 = only_join(c.join(0, 1, join_req("", Some("consumer-1"))), 1);
-    assert_eq!(r1.error, 0, "static members skip MEMBER_ID_REQUIRED");
+    assert_eq!(r1.error, None, "static members skip MEMBER_ID_REQUIRED");
     let old = r1.member_id.clone();
     c.sync(0, 2, sync_req(&old, 1, vec![]));
     let r2 = only_join(c.join(5, 3, join_req("", Some("consumer-1"))), 3);
-    assert_eq!(r2.error, 0);
+    assert_eq!(r2.error, None);
     assert_ne!(r2.member_id, old);
     assert_eq!(
         r2.leader, r2.member_id,
@@ -249,11 +243,11 @@ fn static_member_restart_replaces_and_fences_the_old_incarnation() {
     );
     assert_eq!(
         c.heartbeat(6, "g", r2.generation_id, &old, Some("consumer-1")),
-        E::FencedInstanceId.code()
+        Err(E::FencedInstanceId)
     );
     assert_eq!(c.members("g"), vec![r2.member_id.clone()]);
     let (codes, _) = c.leave(7, "g", &[(old, Some("consumer-1".into()))]);
-    assert_eq!(codes, vec![E::FencedInstanceId.code()]);
+    assert_eq!(codes, vec![Err(E::FencedInstanceId)]);
 }
 
 #[test]
@@ -265,19 +259,19 @@ fn protocol_mismatch_and_bad_timeouts_are_refused() {
     other.protocol_type = "connect".into();
     assert_eq!(
         only_join(c.join(0, 2, other), 2).error,
-        E::InconsistentGroupProtocol.code()
+        Some(E::InconsistentGroupProtocol)
     );
     let mut no_common = join_req("", None);
     no_common.protocols = vec![("roundrobin".into(), Bytes::new())];
     assert_eq!(
         only_join(c.join(0, 3, no_common), 3).error,
-        E::InconsistentGroupProtocol.code()
+        Some(E::InconsistentGroupProtocol)
     );
     let mut short = join_req("", None);
     short.session_timeout_ms = 10;
     assert_eq!(
         only_join(c.join(0, 4, short), 4).error,
-        E::InvalidSessionTimeout.code()
+        Some(E::InvalidSessionTimeout)
     );
 }
 
@@ -286,29 +280,23 @@ fn commits_are_checked_against_membership() {
     let mut c = coordinator();
     assert_eq!(
         c.check_commit("g", -1, "", None),
-        0,
+        Ok(()),
         "simple commit to an unknown group"
     );
     let (a, actions) = join_new(&mut c, 0, 1);
     only_join(actions, 1001);
     assert_eq!(
         c.check_commit("g", 1, &a, None),
-        E::RebalanceInProgress.code()
+        Err(E::RebalanceInProgress)
     );
     c.sync(0, 2, sync_req(&a, 1, vec![]));
-    assert_eq!(c.check_commit("g", 1, &a, None), 0);
-    assert_eq!(
-        c.check_commit("g", 0, &a, None),
-        E::IllegalGeneration.code()
-    );
+    assert_eq!(c.check_commit("g", 1, &a, None), Ok(()));
+    assert_eq!(c.check_commit("g", 0, &a, None), Err(E::IllegalGeneration));
     assert_eq!(
         c.check_commit("g", 1, "ghost", None),
-        E::UnknownMemberId.code()
+        Err(E::UnknownMemberId)
     );
-    assert_eq!(
-        c.check_commit("g", -1, "", None),
-        E::IllegalGeneration.code()
-    );
+    assert_eq!(c.check_commit("g", -1, "", None), Err(E::IllegalGeneration));
     assert_eq!(c.delete("g"), Err(E::NonEmptyGroup));
     c.leave(1, "g", &[(a, None)]);
     assert_eq!(c.delete("g"), Ok(true));
@@ -422,7 +410,7 @@ mod properties {
                         if c.members("g").contains(&cl.member_id) {
                             last_seen.insert(cl.member_id.clone(), now);
                         }
-                        c.heartbeat(now, "g", cl.generation, &cl.member_id, None);
+                        let _ = c.heartbeat(now, "g", cl.generation, &cl.member_id, None);
                     }
                     Ev::Leave(i) => {
                         actions = c.leave(now, "g", &[(clients[i].member_id.clone(), None)]).1;
@@ -438,10 +426,10 @@ mod properties {
                         Action::Join(r, res) => {
                             let (i, is_join) = parked.remove(&r).expect("answer to a parked request");
                             prop_assert!(is_join);
-                            if res.error == E::MemberIdRequired.code() || res.error == 0 {
+                            if res.error == Some(E::MemberIdRequired) || res.error.is_none() {
                                 clients[i].member_id = res.member_id.clone();
                             }
-                            if res.error == 0 {
+                            if res.error.is_none() {
                                 clients[i].generation = res.generation_id;
                                 last_seen.insert(res.member_id.clone(), now);
                                 // one leader per generation
@@ -470,7 +458,7 @@ mod properties {
                             if members.contains(&clients[i].member_id) {
                                 last_seen.insert(clients[i].member_id.clone(), now);
                             }
-                            if res.error == 0 {
+                            if res.error.is_none() {
                                 // assignments go only to current members, and to the right one
                                 prop_assert!(members.contains(&clients[i].member_id));
                                 if !res.assignment.is_empty() {
@@ -522,7 +510,7 @@ fn followers_waiting_for_a_slow_leader_are_kept_alive() {
     let mut now = 40;
     while now < 40 + 2 * SESSION as Millis + SESSION as Millis / 2 {
         now += 1000;
-        assert_eq!(c.heartbeat(now, "g", 2, &a, None), 0);
+        assert_eq!(c.heartbeat(now, "g", 2, &a, None), Ok(()));
         c.tick(now);
     }
     let actions = c.sync(
@@ -531,12 +519,12 @@ fn followers_waiting_for_a_slow_leader_are_kept_alive() {
         sync_req(&a, 2, vec![(b.clone(), Bytes::from_static(b"B"))]),
     );
     let s = sync_answer(&actions, 5).expect("the parked follower is answered");
-    assert_eq!((s.error, s.assignment), (0, Bytes::from_static(b"B")));
+    assert_eq!((s.error, s.assignment), (None, Bytes::from_static(b"B")));
     // Its session restarts at the answer.
     c.tick(now + SESSION as Millis - 1);
     assert_eq!(
         c.heartbeat(now + SESSION as Millis - 1, "g", 2, &b, None),
-        0
+        Ok(())
     );
 
     // Generation 3: the leader rejoins (a rebalance), then b; b syncs and waits, and the
@@ -549,7 +537,7 @@ fn followers_waiting_for_a_slow_leader_are_kept_alive() {
     assert!(parked.is_empty(), "b parked until the leader assigns");
     let later = c.tick(t + 10 + SESSION as Millis + 1000);
     let released = sync_answer(&later, 9).expect("b is answered once the leader expires");
-    assert_eq!(released.error, E::RebalanceInProgress.code());
+    assert_eq!(released.error, Some(E::RebalanceInProgress));
 }
 
 /// A member that sends JoinGroup again with unchanged protocols while the group completes a

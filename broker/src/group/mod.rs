@@ -2,4 +2,6 @@
 //! it for the broker (parked requests, the clock, committed offsets in the store).
 
 pub mod coordinator;
+mod membership;
 pub mod service;
+mod types;

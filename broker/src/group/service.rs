@@ -13,6 +13,8 @@ use super::coordinator::{
     Action, Coordinator, CoordinatorConfig, GroupDescription, GroupState, JoinRequest, JoinResult,
     Millis, SyncRequest, SyncResult,
 };
+use kafka_protocol::ResponseError;
+
 use crate::error::StorageError;
 use crate::storage::Store;
 
@@ -172,10 +174,10 @@ impl GroupService {
             match &a {
                 Action::Join(id, r) => tracing::debug!(
                     reply = id, member = %r.member_id, generation = r.generation_id,
-                    error = r.error, leader = %r.leader, "JoinGroup answered"
+                    error = ?r.error, leader = %r.leader, "JoinGroup answered"
                 ),
                 Action::Sync(id, r) => {
-                    tracing::debug!(reply = id, error = r.error, "SyncGroup answered")
+                    tracing::debug!(reply = id, error = ?r.error, "SyncGroup answered")
                 }
             }
             let (id, answer) = match a {
@@ -216,16 +218,20 @@ impl GroupService {
         generation: i32,
         member: &str,
         instance: Option<&str>,
-    ) -> i16 {
-        let code = self
+    ) -> Result<(), ResponseError> {
+        let outcome = self
             .coordinator()
             .heartbeat(self.now(), group, generation, member, instance);
-        tracing::debug!(group, member, generation, code, "Heartbeat");
-        code
+        tracing::debug!(group, member, generation, ?outcome, "Heartbeat");
+        outcome
     }
 
     /// Handles a LeaveGroup.
-    pub fn leave(&self, group: &str, members: &[(String, Option<String>)]) -> Vec<i16> {
+    pub fn leave(
+        &self,
+        group: &str,
+        members: &[(String, Option<String>)],
+    ) -> Vec<Result<(), ResponseError>> {
         tracing::debug!(group, ?members, "LeaveGroup");
         let (codes, actions) = self.coordinator().leave(self.now(), group, members);
         self.deliver(actions);
@@ -256,8 +262,8 @@ impl GroupService {
         });
     }
 
-    /// Checks membership, then stores the offsets (not yet flushed). Returns the error code
-    /// that applies to every partition (0 = stored).
+    /// Checks membership, then stores the offsets (not yet flushed). The error, if any,
+    /// applies to every partition.
     pub fn commit(
         &self,
         group: &str,
@@ -265,12 +271,12 @@ impl GroupService {
         member: &str,
         instance: Option<&str>,
         offsets: Vec<(String, i32, Committed)>,
-    ) -> Result<i16, StorageError> {
-        let code = self
+    ) -> Result<Result<(), ResponseError>, StorageError> {
+        if let Err(e) = self
             .coordinator()
-            .check_commit(group, generation, member, instance);
-        if code != 0 {
-            return Ok(code);
+            .check_commit(group, generation, member, instance)
+        {
+            return Ok(Err(e));
         }
         let mut all = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
         let entry = all.entry(group.to_string()).or_default();
@@ -279,7 +285,7 @@ impl GroupService {
                 .meta_put(&offset_key(group, &topic, partition), &encode_committed(&c))?;
             entry.insert((topic, partition), c);
         }
-        Ok(0)
+        Ok(Ok(()))
     }
 
     /// Committed offsets of `group`: for the given topics/partitions, or all when `None`.
@@ -338,10 +344,10 @@ impl GroupService {
         })
     }
 
-    /// Deletes an empty group and its committed offsets. Returns the error code.
-    pub fn delete(&self, group: &str) -> Result<i16, StorageError> {
+    /// Deletes an empty group and its committed offsets.
+    pub fn delete(&self, group: &str) -> Result<Result<(), ResponseError>, StorageError> {
         let known = match self.coordinator().delete(group) {
-            Err(e) => return Ok(e.code()),
+            Err(e) => return Ok(Err(e)),
             Ok(known) => known,
         };
         let removed = self
@@ -355,9 +361,9 @@ impl GroupService {
             }
         }
         Ok(if known || removed.is_some() {
-            0
+            Ok(())
         } else {
-            kafka_protocol::ResponseError::GroupIdNotFound.code()
+            Err(ResponseError::GroupIdNotFound)
         })
     }
 }
@@ -394,7 +400,7 @@ mod tests {
         assert_eq!(
             svc.commit("g", -1, "", None, vec![("t".into(), 0, c.clone())])
                 .unwrap(),
-            0
+            Ok(())
         );
         let again = GroupService::recover(store.clone(), CoordinatorConfig::default()).unwrap();
         assert_eq!(
@@ -402,10 +408,10 @@ mod tests {
             vec![("t".to_string(), vec![(0, Some(c))])]
         );
         assert_eq!(again.list()[0].0, "g");
-        assert_eq!(again.delete("g").unwrap(), 0);
+        assert_eq!(again.delete("g").unwrap(), Ok(()));
         assert_eq!(
             again.delete("g").unwrap(),
-            kafka_protocol::ResponseError::GroupIdNotFound.code()
+            Err(ResponseError::GroupIdNotFound)
         );
         assert!(store.meta_scan(OFFSET_PREFIX).unwrap().is_empty());
     }
