@@ -97,67 +97,25 @@ pub async fn serve<S>(
     let (mut reader, writer) = tokio::io::split(socket);
     let (tx, rx) = mpsc::channel::<Pending>(MAX_IN_FLIGHT);
     let writer = tokio::spawn(write_loop(writer, rx, peer, metrics.clone()));
-    let idle = state.config.idle_timeout;
-    // --max-request-bytes bounds every request; other APIs have a lower bound of their own.
-    let limits = frame::Limits {
-        produce: state.config.max_request_bytes,
-        other: state
-            .config
-            .max_other_request_bytes
-            .min(state.config.max_request_bytes),
-    };
     loop {
-        // Before authentication, only small requests (the SASL exchange).
-        let limits = if sasl.as_ref().is_none_or(|s| s.user().is_some()) {
-            limits
-        } else {
-            frame::Limits::uniform(MAX_UNAUTHENTICATED_REQUEST)
-        };
-        let read = frame::read_frame_within(&mut reader, limits, &state.budget);
+        let authenticated = sasl.as_ref().is_none_or(|s| s.user().is_some());
+        let read = next_frame(&mut reader, &state, authenticated, peer);
         let frame = tokio::select! {
-            f = tokio::time::timeout(idle, read) => f,
+            f = read => f,
             _ = shutdown.recv() => break,
         };
+        let Some(frame) = frame else { break };
+        let started = std::time::Instant::now();
         let frame::Frame {
             bytes: mut frame,
             allowance,
             grant,
-        } = match frame {
-            Ok(Ok(Some(f))) => f,
-            Ok(Ok(None)) => {
-                tracing::debug!(%peer, "client closed the connection");
-                break;
-            }
-            Ok(Err(e)) => {
-                if !matches!(
-                    e,
-                    ConnectionError::Io(_) | ConnectionError::Truncated { .. }
-                ) {
-                    metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
-                }
-                tracing::warn!(%peer, "closing connection: {e}");
-                break;
-            }
-            Err(_) => {
-                tracing::info!(%peer, "closing connection: {}", ConnectionError::Idle(idle));
-                break;
-            }
-        };
-        debug_assert!(frame.len() >= MIN_REQUEST_LEN);
-        metrics
-            .bytes_in
-            .fetch_add(frame.len() as u64 + 4, Ordering::Relaxed);
-        let started = std::time::Instant::now();
+        } = frame;
         let decoded = with_decode_allowance(allowance, || {
             decode_and_apply(&state, &mut frame, sasl.as_mut(), peer)
         });
         drop(grant); // decoded and applied: what is left of the request is the reply's
-        let Applied {
-            header,
-            api_key,
-            reply,
-            close_after,
-        } = match decoded {
+        let applied = match decoded {
             Ok(applied) => applied,
             Err((e, client_id)) => {
                 metrics.connections_rejected.fetch_add(1, Ordering::Relaxed);
@@ -165,10 +123,11 @@ pub async fn serve<S>(
                 break;
             }
         };
+        let close_after = applied.close_after;
         let pending = Pending {
-            correlation_id: header.correlation_id,
-            api_key,
-            reply,
+            correlation_id: applied.header.correlation_id,
+            api_key: applied.api_key,
+            reply: applied.reply,
             started,
         };
         if tx.send(pending).await.is_err() {
@@ -182,6 +141,57 @@ pub async fn serve<S>(
     drop(tx);
     let _ = writer.await;
     metrics.connections.fetch_sub(1, Ordering::Relaxed);
+}
+
+/// The next request frame, within the idle timeout and the size limits (small ones before
+/// SASL authentication). `None` when the connection is to close (logged).
+async fn next_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    state: &State,
+    authenticated: bool,
+    peer: SocketAddr,
+) -> Option<frame::Frame> {
+    let c = &state.config;
+    // --max-request-bytes bounds every request; other APIs have a lower bound of their own.
+    let limits = if authenticated {
+        frame::Limits {
+            produce: c.max_request_bytes,
+            other: c.max_other_request_bytes.min(c.max_request_bytes),
+        }
+    } else {
+        frame::Limits::uniform(MAX_UNAUTHENTICATED_REQUEST)
+    };
+    let read = frame::read_frame_within(reader, limits, &state.budget);
+    match tokio::time::timeout(c.idle_timeout, read).await {
+        Ok(Ok(Some(f))) => {
+            debug_assert!(f.bytes.len() >= MIN_REQUEST_LEN);
+            let len = f.bytes.len() as u64 + 4;
+            state.metrics.bytes_in.fetch_add(len, Ordering::Relaxed);
+            Some(f)
+        }
+        Ok(Ok(None)) => {
+            tracing::debug!(%peer, "client closed the connection");
+            None
+        }
+        // A client going away mid-frame is its business, not an error of the broker.
+        Ok(Err(e @ (ConnectionError::Io(_) | ConnectionError::Truncated { .. }))) => {
+            tracing::debug!(%peer, "closing connection: {e}");
+            None
+        }
+        Ok(Err(e)) => {
+            state
+                .metrics
+                .connections_rejected
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(%peer, "closing connection: {e}");
+            None
+        }
+        Err(_) => {
+            let idle = ConnectionError::Idle(c.idle_timeout);
+            tracing::info!(%peer, "closing connection: {idle}");
+            None
+        }
+    }
 }
 
 /// A request decoded and applied.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
-use hmac::{Hmac, Mac};
+use hmac::{Hmac, KeyInit, Mac};
 use sha2::{Digest, Sha256};
 
 /// Mechanisms offered, in SaslHandshake order.
@@ -41,29 +41,16 @@ struct Credential {
 
 fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     // HMAC accepts keys of any length.
-    let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).unwrap_or_else(|_| unreachable!());
     mac.update(data);
     mac.finalize().into_bytes().into()
 }
 
-/// PBKDF2-HMAC-SHA256 with one 32-byte block (RFC 5802's Hi()).
-fn hi(password: &[u8], salt: &[u8], iterations: u32) -> [u8; 32] {
-    let mut first = salt.to_vec();
-    first.extend_from_slice(&1u32.to_be_bytes());
-    let mut u = hmac(password, &first);
-    let mut out = u;
-    for _ in 1..iterations {
-        u = hmac(password, &u);
-        for (o, x) in out.iter_mut().zip(u) {
-            *o ^= x;
-        }
-    }
-    out
-}
-
 impl Credential {
     fn derive(password: &str, salt: Vec<u8>) -> Credential {
-        let salted = hi(password.as_bytes(), &salt, ITERATIONS);
+        // RFC 5802's Hi() is PBKDF2-HMAC-SHA256 with one 32-byte block.
+        let salted: [u8; 32] =
+            pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password.as_bytes(), &salt, ITERATIONS);
         let client_key = hmac(&salted, b"Client Key");
         Credential {
             stored_key: Sha256::digest(client_key).into(),
@@ -210,124 +197,139 @@ impl Session {
 
     fn step_with(&mut self, step: Step, token: &[u8]) -> Result<Reply, SaslError> {
         match step {
-            Step::Plain => {
-                // [authzid] NUL authcid NUL passwd
-                let text = std::str::from_utf8(token).map_err(|_| SaslError::Malformed("PLAIN"))?;
-                let mut parts = text.split('\0');
-                let (_authzid, user, password) =
-                    match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                        (Some(a), Some(u), Some(p), None) => (a, u, p),
-                        _ => return Err(SaslError::Malformed("PLAIN")),
-                    };
-                if !self.users.check_password(user, password) {
-                    return Err(SaslError::BadCredentials);
-                }
-                self.step = Step::Done(user.to_string());
-                Ok(Reply {
-                    bytes: Vec::new(),
-                    authenticated: Some(user.to_string()),
-                })
-            }
-            Step::ScramFirst => {
-                let text = std::str::from_utf8(token)
-                    .map_err(|_| SaslError::Malformed("SCRAM client-first"))?;
-                let (gs2_header, bare) = split_gs2(text)?;
-                let mut user = None;
-                let mut client_nonce = None;
-                for attr in bare.split(',') {
-                    if let Some(v) = attr.strip_prefix("n=") {
-                        user = Some(unescape_name(v)?);
-                    } else if let Some(v) = attr.strip_prefix("r=") {
-                        client_nonce = Some(v.to_string());
-                    }
-                }
-                let (Some(user), Some(client_nonce)) = (user, client_nonce) else {
-                    return Err(SaslError::Malformed("SCRAM client-first"));
-                };
-                if client_nonce.is_empty() || client_nonce.contains(',') {
-                    return Err(SaslError::Malformed("SCRAM client-first"));
-                }
-                // Unknown users get a made-up salt, so the exchange looks the same.
-                let salt = self
-                    .users
-                    .creds
-                    .get(&user)
-                    .map(|c| c.salt.clone())
-                    .unwrap_or_else(|| Sha256::digest(user.as_bytes())[..16].to_vec());
-                let nonce = format!(
-                    "{client_nonce}{}",
-                    B64.encode(uuid::Uuid::new_v4().as_bytes())
-                );
-                let server_first = format!("r={nonce},s={},i={ITERATIONS}", B64.encode(&salt));
-                self.step = Step::ScramFinal {
-                    user,
-                    nonce,
-                    gs2_header: gs2_header.to_string(),
-                    auth_prefix: format!("{bare},{server_first}"),
-                };
-                Ok(Reply {
-                    bytes: server_first.into_bytes(),
-                    authenticated: None,
-                })
-            }
+            Step::Plain => self.plain(token),
+            Step::ScramFirst => self.scram_first(token),
             Step::ScramFinal {
                 user,
                 nonce,
                 gs2_header,
                 auth_prefix,
-            } => {
-                let text = std::str::from_utf8(token)
-                    .map_err(|_| SaslError::Malformed("SCRAM client-final"))?;
-                let (without_proof, proof) = text
-                    .rsplit_once(",p=")
-                    .ok_or(SaslError::Malformed("SCRAM client-final"))?;
-                let mut channel = None;
-                let mut got_nonce = None;
-                for attr in without_proof.split(',') {
-                    if let Some(v) = attr.strip_prefix("c=") {
-                        channel = Some(v);
-                    } else if let Some(v) = attr.strip_prefix("r=") {
-                        got_nonce = Some(v);
-                    }
-                }
-                if channel != Some(B64.encode(gs2_header.as_bytes()).as_str()) {
-                    return Err(SaslError::Malformed("SCRAM client-final (channel binding)"));
-                }
-                // librdkafka sends its own nonce again in front of the combined one; Kafka
-                // accepts any nonce that ends with the combined one, and so do we.
-                if !got_nonce.is_some_and(|n| n.ends_with(nonce.as_str())) {
-                    return Err(SaslError::Malformed("SCRAM client-final (nonce)"));
-                }
-                let proof = B64
-                    .decode(proof)
-                    .map_err(|_| SaslError::Malformed("SCRAM client-final (proof)"))?;
-                let cred = self
-                    .users
-                    .creds
-                    .get(&user)
-                    .ok_or(SaslError::BadCredentials)?;
-                let auth_message = format!("{auth_prefix},{without_proof}");
-                let signature = hmac(&cred.stored_key, auth_message.as_bytes());
-                if proof.len() != 32 {
-                    return Err(SaslError::BadCredentials);
-                }
-                let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
-                let stored: [u8; 32] = Sha256::digest(&client_key).into();
-                if !constant_time_eq(&stored, &cred.stored_key) {
-                    return Err(SaslError::BadCredentials);
-                }
-                let server_signature = hmac(&cred.server_key, auth_message.as_bytes());
-                self.step = Step::Done(user.clone());
-                Ok(Reply {
-                    bytes: format!("v={}", B64.encode(server_signature)).into_bytes(),
-                    authenticated: Some(user),
-                })
-            }
+            } => self.scram_final(token, user, &nonce, &gs2_header, &auth_prefix),
             Step::Start => Err(SaslError::Malformed(
                 "SaslAuthenticate before SaslHandshake",
             )),
             Step::Done(_) | Step::Failed => Err(SaslError::Malformed("extra SaslAuthenticate")),
         }
+    }
+
+    /// PLAIN: `[authzid] NUL authcid NUL passwd`.
+    fn plain(&mut self, token: &[u8]) -> Result<Reply, SaslError> {
+        let text = std::str::from_utf8(token).map_err(|_| SaslError::Malformed("PLAIN"))?;
+        let mut parts = text.split('\0');
+        let (_authzid, user, password) =
+            match (parts.next(), parts.next(), parts.next(), parts.next()) {
+                (Some(a), Some(u), Some(p), None) => (a, u, p),
+                _ => return Err(SaslError::Malformed("PLAIN")),
+            };
+        if !self.users.check_password(user, password) {
+            return Err(SaslError::BadCredentials);
+        }
+        self.step = Step::Done(user.to_string());
+        Ok(Reply {
+            bytes: Vec::new(),
+            authenticated: Some(user.to_string()),
+        })
+    }
+
+    /// SCRAM client-first: answers with the server's nonce, the salt and the iterations.
+    fn scram_first(&mut self, token: &[u8]) -> Result<Reply, SaslError> {
+        let bad = || SaslError::Malformed("SCRAM client-first");
+        let text = std::str::from_utf8(token).map_err(|_| bad())?;
+        let (gs2_header, bare) = split_gs2(text)?;
+        let mut user = None;
+        let mut client_nonce = None;
+        for attr in bare.split(',') {
+            if let Some(v) = attr.strip_prefix("n=") {
+                user = Some(unescape_name(v)?);
+            } else if let Some(v) = attr.strip_prefix("r=") {
+                client_nonce = Some(v.to_string());
+            }
+        }
+        let (Some(user), Some(client_nonce)) = (user, client_nonce) else {
+            return Err(bad());
+        };
+        if client_nonce.is_empty() || client_nonce.contains(',') {
+            return Err(bad());
+        }
+        // Unknown users get a made-up salt, so the exchange looks the same.
+        let salt = self
+            .users
+            .creds
+            .get(&user)
+            .map(|c| c.salt.clone())
+            .unwrap_or_else(|| Sha256::digest(user.as_bytes())[..16].to_vec());
+        let nonce = format!(
+            "{client_nonce}{}",
+            B64.encode(uuid::Uuid::new_v4().as_bytes())
+        );
+        let server_first = format!("r={nonce},s={},i={ITERATIONS}", B64.encode(&salt));
+        self.step = Step::ScramFinal {
+            user,
+            nonce,
+            gs2_header: gs2_header.to_string(),
+            auth_prefix: format!("{bare},{server_first}"),
+        };
+        Ok(Reply {
+            bytes: server_first.into_bytes(),
+            authenticated: None,
+        })
+    }
+
+    /// SCRAM client-final: checks the proof, answers with the server's signature.
+    fn scram_final(
+        &mut self,
+        token: &[u8],
+        user: String,
+        nonce: &str,
+        gs2_header: &str,
+        auth_prefix: &str,
+    ) -> Result<Reply, SaslError> {
+        let text =
+            std::str::from_utf8(token).map_err(|_| SaslError::Malformed("SCRAM client-final"))?;
+        let (without_proof, proof) = text
+            .rsplit_once(",p=")
+            .ok_or(SaslError::Malformed("SCRAM client-final"))?;
+        let mut channel = None;
+        let mut got_nonce = None;
+        for attr in without_proof.split(',') {
+            if let Some(v) = attr.strip_prefix("c=") {
+                channel = Some(v);
+            } else if let Some(v) = attr.strip_prefix("r=") {
+                got_nonce = Some(v);
+            }
+        }
+        if channel != Some(B64.encode(gs2_header.as_bytes()).as_str()) {
+            return Err(SaslError::Malformed("SCRAM client-final (channel binding)"));
+        }
+        // librdkafka sends its own nonce again in front of the combined one; Kafka accepts
+        // any nonce that ends with the combined one, and so does this broker.
+        if !got_nonce.is_some_and(|n| n.ends_with(nonce)) {
+            return Err(SaslError::Malformed("SCRAM client-final (nonce)"));
+        }
+        let proof = B64
+            .decode(proof)
+            .map_err(|_| SaslError::Malformed("SCRAM client-final (proof)"))?;
+        let cred = self
+            .users
+            .creds
+            .get(&user)
+            .ok_or(SaslError::BadCredentials)?;
+        let auth_message = format!("{auth_prefix},{without_proof}");
+        let signature = hmac(&cred.stored_key, auth_message.as_bytes());
+        if proof.len() != 32 {
+            return Err(SaslError::BadCredentials);
+        }
+        let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
+        let stored: [u8; 32] = Sha256::digest(&client_key).into();
+        if !constant_time_eq(&stored, &cred.stored_key) {
+            return Err(SaslError::BadCredentials);
+        }
+        let server_signature = hmac(&cred.server_key, auth_message.as_bytes());
+        self.step = Step::Done(user.clone());
+        Ok(Reply {
+            bytes: format!("v={}", B64.encode(server_signature)).into_bytes(),
+            authenticated: Some(user),
+        })
     }
 }
 
@@ -391,7 +393,8 @@ mod tests {
             }
         }
         assert!(nonce.starts_with("clientnonce123") && nonce.len() > 14);
-        let salted = hi(password.as_bytes(), &salt, iterations);
+        let salted: [u8; 32] =
+            pbkdf2::pbkdf2_hmac_array::<Sha256, 32>(password.as_bytes(), &salt, iterations);
         let client_key = hmac(&salted, b"Client Key");
         let stored_key: [u8; 32] = Sha256::digest(client_key).into();
         let without_proof = format!("c={},r={nonce}", B64.encode("n,,"));

@@ -118,21 +118,11 @@ pub fn format_id(msb: i64, lsb: i64) -> Option<String> {
     if msb == 0 && lsb == 0 {
         return None;
     }
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    use base64::Engine;
     let mut bytes = [0u8; 16];
     bytes[..8].copy_from_slice(&msb.to_be_bytes());
     bytes[8..].copy_from_slice(&lsb.to_be_bytes());
-    let mut out = String::with_capacity(22);
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..=chunk.len() {
-            out.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-        }
-    }
-    Some(out)
+    Some(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 #[cfg(test)]
