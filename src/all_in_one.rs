@@ -13,8 +13,8 @@ use finstream_consumer::{ConsumeConfig, Targets};
 use finstream_producer::{ProduceConfig, Scaler};
 use tokio::sync::watch;
 
-use crate::pg_cluster::PrivateCluster;
 use crate::produce_cmd;
+use finstream_consumer::cluster::PrivateCluster;
 
 #[derive(Args, Debug, Clone)]
 pub struct AllInOneArgs {
@@ -89,7 +89,9 @@ async fn database(
         );
     }
     let data_dir = args.data_dir.clone();
-    let cluster = tokio::task::spawn_blocking(move || PrivateCluster::start(&data_dir)).await??;
+    let cluster =
+        tokio::task::spawn_blocking(move || PrivateCluster::start(&data_dir.join("postgres")))
+            .await??;
     let cfg = finstream_consumer::pg_config(Some(&cluster.url())).map_err(anyhow::Error::msg)?;
     Ok((cfg, Some(cluster)))
 }

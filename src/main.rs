@@ -7,7 +7,6 @@ mod config_file;
 mod consume_cmd;
 mod http;
 mod kafka_opts;
-mod pg_cluster;
 mod produce_cmd;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
@@ -100,6 +99,7 @@ fn parse() -> Cli {
 /// fetch paid a page fault per 4 KiB twice over (a third of the broker's time reading 1 KiB
 /// messages back, by `perf`). A fixed 32 MiB mmap threshold and a 128 MiB trim threshold
 /// let freed buffers be reused; the cost is up to that much memory kept after a burst.
+#[allow(unsafe_code)] // mallopt(3)
 fn keep_large_buffers() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before any thread starts.

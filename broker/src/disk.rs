@@ -75,12 +75,14 @@ impl DiskGuard {
 
 /// Bytes available to unprivileged writers on the filesystem holding `path`.
 #[cfg(unix)]
+#[allow(unsafe_code)] // statvfs(3)
 pub fn available_bytes(path: &Path) -> std::io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
     // SAFETY: `c` is a valid NUL-terminated path and `st` a properly sized out-parameter.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: as above.
     let rc = unsafe { libc::statvfs(c.as_ptr(), &mut st) };
     if rc != 0 {
         return Err(std::io::Error::last_os_error());

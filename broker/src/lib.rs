@@ -10,6 +10,8 @@
 //! API, sans-io) -> [`state`] (topics, partitions, high watermarks) -> [`storage`]
 //! (the `Log`/`Store` traits: segment files, all-sled, in-memory), with [`flush`] doing group commit.
 
+#![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
 pub mod api;
 pub mod batch;
 pub mod budget;

@@ -15,6 +15,9 @@
 //! * [`message`]: decoding message values, poison detection;
 //! * [`run`]: the consumer loop.
 
+#![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod cluster;
 pub mod config;
 pub mod copy;
 pub mod db;

@@ -20,6 +20,7 @@ pub struct TopicIdError {
 /// The topic's id in Kafka's text form (URL-safe base64 without padding, as
 /// `kafka-topics --describe` prints it), or `None` when the cluster has no topic ids (the
 /// all-zero id). Blocks for at most `timeout`.
+#[allow(unsafe_code)] // librdkafka's C API
 pub fn topic_id<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
     consumer: &C,
     topic: &str,
@@ -68,47 +69,57 @@ pub fn topic_id<C: Consumer<X>, X: rdkafka::consumer::ConsumerContext>(
 ///
 /// # Safety
 /// `event` is null or a live event from `rd_kafka_queue_poll`.
+#[allow(unsafe_code)]
 unsafe fn read_event(event: *mut rd::rd_kafka_event_t) -> Result<Option<String>, String> {
-    if event.is_null() {
-        return Err("no answer from the cluster in time".into());
+    // SAFETY: the caller passes null or a live event; every pointer read from it is
+    // used while the event lives, and null pointers are checked before use.
+    unsafe {
+        if event.is_null() {
+            return Err("no answer from the cluster in time".into());
+        }
+        if rd::rd_kafka_event_error(event) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            return Err(text(rd::rd_kafka_event_error_string(event)));
+        }
+        let result = rd::rd_kafka_event_DescribeTopics_result(event);
+        if result.is_null() {
+            return Err("unexpected answer (not a DescribeTopics result)".into());
+        }
+        let mut count = 0usize;
+        let descriptions = rd::rd_kafka_DescribeTopics_result_topics(result, &mut count);
+        if descriptions.is_null() || count == 0 {
+            return Err("the answer lists no topic".into());
+        }
+        let description = *descriptions;
+        let error = rd::rd_kafka_TopicDescription_error(description);
+        if !error.is_null()
+            && rd::rd_kafka_error_code(error) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
+        {
+            return Err(text(rd::rd_kafka_error_string(error)));
+        }
+        let id = rd::rd_kafka_TopicDescription_topic_id(description);
+        if id.is_null() {
+            return Ok(None);
+        }
+        let msb = rd::rd_kafka_Uuid_most_significant_bits(id);
+        let lsb = rd::rd_kafka_Uuid_least_significant_bits(id);
+        Ok(format_id(msb, lsb))
     }
-    if rd::rd_kafka_event_error(event) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
-        return Err(text(rd::rd_kafka_event_error_string(event)));
-    }
-    let result = rd::rd_kafka_event_DescribeTopics_result(event);
-    if result.is_null() {
-        return Err("unexpected answer (not a DescribeTopics result)".into());
-    }
-    let mut count = 0usize;
-    let descriptions = rd::rd_kafka_DescribeTopics_result_topics(result, &mut count);
-    if descriptions.is_null() || count == 0 {
-        return Err("the answer lists no topic".into());
-    }
-    let description = *descriptions;
-    let error = rd::rd_kafka_TopicDescription_error(description);
-    if !error.is_null()
-        && rd::rd_kafka_error_code(error) != rd::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR
-    {
-        return Err(text(rd::rd_kafka_error_string(error)));
-    }
-    let id = rd::rd_kafka_TopicDescription_topic_id(description);
-    if id.is_null() {
-        return Ok(None);
-    }
-    let msb = rd::rd_kafka_Uuid_most_significant_bits(id);
-    let lsb = rd::rd_kafka_Uuid_least_significant_bits(id);
-    Ok(format_id(msb, lsb))
 }
 
 /// A C string from librdkafka, or a placeholder for null.
 ///
 /// # Safety
 /// `p` is null or a NUL-terminated string that outlives the call.
+#[allow(unsafe_code)]
 unsafe fn text(p: *const std::os::raw::c_char) -> String {
-    if p.is_null() {
-        "unknown error".into()
-    } else {
-        CStr::from_ptr(p).to_string_lossy().into_owned()
+    // SAFETY: the caller passes null (checked) or a NUL-terminated string that outlives
+    // the call.
+    unsafe {
+        if p.is_null() {
+            "unknown error".into()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
     }
 }
 

@@ -11,6 +11,9 @@
 //! * [`stats`]: live counters for metrics;
 //! * [`generate`]: synthetic transactions for demos and benchmarks.
 
+#![forbid(unsafe_code)]
+#![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
+
 pub mod clean;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -459,74 +459,16 @@ pub async fn produce_csv(bootstrap: &str, topic: &str, csv: &Path) -> finstream_
     s
 }
 
-/// A PostgreSQL cluster of the test's own (so it can be restarted without disturbing
-/// other tests), run as the postgres user when the tests run as root.
-pub struct PrivatePg {
-    pub dir: std::path::PathBuf,
-    pub port: u16,
-    bin: std::path::PathBuf,
-    as_postgres: bool,
-}
+/// A PostgreSQL cluster of the test's own (so it can be restarted or crashed without
+/// disturbing other tests): the same launcher as all-in-one's.
+pub struct PrivatePg(finstream_consumer::cluster::PrivateCluster);
 
 impl PrivatePg {
     pub fn start(parent: &Path) -> PrivatePg {
-        use std::os::unix::fs::PermissionsExt;
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .expect("PostgreSQL server installed under /usr/lib/postgresql")
-            .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-            .filter(|b| b.join("pg_ctl").exists())
-            .max()
-            .expect("pg_ctl");
-        let as_postgres = Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout == b"0\n")
-            .unwrap_or(false);
-        std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711)).unwrap();
-        let dir = parent.join("pg");
-        std::fs::create_dir_all(&dir).unwrap();
-        if as_postgres {
-            assert!(Command::new("chown")
-                .args(["-R", "postgres:postgres"])
-                .arg(&dir)
-                .status()
-                .unwrap()
-                .success());
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let pg = PrivatePg {
-            dir,
-            port,
-            bin,
-            as_postgres,
-        };
-        let out = pg
-            .cmd("initdb")
-            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-D"])
-            .arg(&pg.dir)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        pg.ctl("start");
-        pg
-    }
-
-    fn cmd(&self, program: &str) -> Command {
-        if self.as_postgres {
-            let mut c = Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(self.bin.join(program));
-            c
-        } else {
-            Command::new(self.bin.join(program))
-        }
+        PrivatePg(
+            finstream_consumer::cluster::PrivateCluster::start(&parent.join("pg"))
+                .expect("start a private PostgreSQL cluster"),
+        )
     }
 
     pub fn ctl(&self, action: &str) {
@@ -536,40 +478,13 @@ impl PrivatePg {
     /// `pg_ctl ACTION -m MODE`; `stop` with mode `immediate` is a crash: no checkpoint, and
     /// asynchronously committed transactions not yet in the WAL on disk are lost.
     pub fn ctl_mode(&self, action: &str, mode: &str) {
-        let opts = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.dir.display()
-        );
-        let out = self
-            .cmd("pg_ctl")
-            .args(["-w", "-m", mode, "-D"])
-            .arg(&self.dir)
-            .args(["-o", &opts, "-l"])
-            .arg(self.dir.join("log"))
-            .arg(action)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "pg_ctl {action}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        self.0
+            .ctl(action, mode)
+            .unwrap_or_else(|e| panic!("pg_ctl {action}: {e}"));
     }
 
     pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for PrivatePg {
-    fn drop(&mut self) {
-        let _ = self
-            .cmd("pg_ctl")
-            .args(["-w", "-m", "immediate", "-D"])
-            .arg(&self.dir)
-            .arg("stop")
-            .output();
+        self.0.url()
     }
 }
 

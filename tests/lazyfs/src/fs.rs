@@ -570,10 +570,12 @@ fn read_full(f: &File, offset: u64, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(got)
 }
 
+#[allow(unsafe_code)] // statvfs(3)
 fn statvfs(path: &Path) -> std::io::Result<libc::statvfs> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(path.as_os_str().as_bytes())
         .map_err(|_| std::io::Error::other("path with NUL"))?;
+    // SAFETY: statvfs is plain old data; all zeros is a valid value.
     let mut v: libc::statvfs = unsafe { std::mem::zeroed() };
     // SAFETY: `c` is a valid C string and `v` a valid out-pointer for the call.
     if unsafe { libc::statvfs(c.as_ptr(), &mut v) } != 0 {

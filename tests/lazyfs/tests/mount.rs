@@ -36,6 +36,8 @@ fn only_what_fsync_covers_survives_a_power_cut() {
         .unwrap();
     ranged.write_all_at(b"sync_file_range only", 0).unwrap();
     // What sled 0.34 calls to make its log "stable".
+    #[allow(unsafe_code)]
+    // SAFETY: a valid open file descriptor and a range inside the file.
     let r = unsafe {
         libc::sync_file_range(
             ranged.as_raw_fd(),

@@ -58,6 +58,7 @@ impl<'a> Cursor<'a> {
 
 /// `len` bytes of `file` from `pos`, read into a fresh buffer without zeroing it first
 /// (a fetch reads up to 8 MiB; zeroing it cost as much as the read).
+#[allow(unsafe_code)] // pread(2) into uninitialised capacity
 pub(super) fn read_exact_at(file: &File, pos: u64, len: usize) -> std::io::Result<Vec<u8>> {
     use std::os::fd::AsRawFd;
     let mut v: Vec<u8> = Vec::with_capacity(len);
