@@ -126,8 +126,8 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     .await
     .context("cannot start the embedded broker")?;
     let bootstrap = broker.bootstrap_servers();
-    if let Err(e) = broker.state().topic_or_create(&args.topic, true) {
-        anyhow::bail!("cannot create topic {}: {}", args.topic, e.message);
+    if let Err(e) = broker.ensure_topic(&args.topic) {
+        anyhow::bail!("cannot create topic {}: {e}", args.topic);
     }
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -138,7 +138,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     ccfg.synchronous_commit = args.synchronous_commit;
     let pcfg = ProduceConfig::new(&bootstrap, &args.topic, &args.csv, scaler);
     let observed = crate::http::Observed {
-        broker: Some(broker.state().clone()),
+        broker: Some(broker.view()),
         consumer: Some(ccfg.stats.clone()),
         producer: Some(pcfg.stats.clone()),
     };
@@ -165,12 +165,12 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     } else {
         // Everything is in the log: the load is done once PostgreSQL holds these offsets.
         let targets: Targets = broker
-            .state()
+            .view()
             .topic(&args.topic)
             .map(|t| {
                 t.partitions
                     .iter()
-                    .map(|p| (p.index, p.high_watermark()))
+                    .map(|p| (p.index, p.high_watermark))
                     .collect()
             })
             .unwrap_or_default();

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{ArgAction, Args};
-use finstream_broker::storage::StorageFormat;
 use finstream_broker::BrokerConfig;
+use finstream_broker::StorageFormat;
 
 #[derive(Args, Debug, Clone)]
 pub struct BrokerArgs {
@@ -149,7 +149,7 @@ pub async fn run(args: BrokerArgs) -> anyhow::Result<ExitCode> {
         .await
         .context("cannot start the broker")?;
     let observed = crate::http::Observed {
-        broker: Some(broker.state().clone()),
+        broker: Some(broker.view()),
         ..Default::default()
     };
     crate::http::maybe_serve(&args.http, observed).await?;

@@ -14,7 +14,7 @@ use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use finstream_broker::state::State;
+use finstream_broker::BrokerView;
 
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 64;
@@ -27,7 +27,7 @@ const MAX_HEAD: usize = 8192;
 #[derive(Clone, Default)]
 pub struct Observed {
     /// The embedded broker, when this process runs one.
-    pub broker: Option<Arc<State>>,
+    pub broker: Option<BrokerView>,
     /// The consumer's live counters, when this process runs one.
     pub consumer: Option<Arc<finstream_consumer::Stats>>,
     /// The producer's live counters, when this process runs one.
@@ -245,9 +245,10 @@ fn status_page(observed: &Observed, started: Instant) -> String {
     }
     if let Some(b) = &observed.broker {
         h.push_str("<h2>Topics</h2><table id=\"topics\"><tr><th>topic</th><th>partition</th><th>start offset</th><th>end offset</th><th>messages</th></tr>");
-        for t in b.topics() {
+        let topics = b.topics();
+        for t in &topics {
             for p in &t.partitions {
-                let (lo, hi) = (p.log.log_start_offset(), p.high_watermark());
+                let (lo, hi) = (p.log_start, p.high_watermark);
                 let _ = write!(
                     h,
                     "<tr><td>{}</td><td>{}</td><td>{lo}</td><td>{hi}</td><td>{}</td></tr>",
@@ -258,39 +259,28 @@ fn status_page(observed: &Observed, started: Instant) -> String {
             }
         }
         h.push_str("</table><h2>Consumer groups</h2><table id=\"groups\"><tr><th>group</th><th>state</th><th>members</th><th>topic</th><th>partition</th><th>committed</th><th>lag</th></tr>");
-        for (group, _, state) in b.groups.list() {
-            let members = b.groups.describe(&group).map_or(0, |d| d.members.len());
-            let committed = b.groups.committed(&group, None);
-            if committed.is_empty() {
-                let _ = write!(h, "<tr><td>{}</td><td>{}</td><td>{members}</td><td></td><td></td><td></td><td></td></tr>", esc(&group), state.name());
+        for g in b.groups() {
+            let (id, state, members) = (esc(&g.id), g.state, g.members);
+            if g.committed.is_empty() {
+                let _ = write!(h, "<tr><td>{id}</td><td>{state}</td><td>{members}</td><td></td><td></td><td></td><td></td></tr>");
             }
-            for (topic, parts) in committed {
-                for (p, c) in parts {
-                    let hw = b
-                        .topic(&topic)
-                        .and_then(|t| t.partition(p).map(|x| x.high_watermark()));
-                    let off = c.map(|c| c.offset);
-                    let lag = match (hw, off) {
-                        (Some(hw), Some(o)) => (hw - o).max(0).to_string(),
-                        _ => String::new(),
-                    };
-                    let _ = write!(
-                        h,
-                        "<tr><td>{}</td><td>{}</td><td>{members}</td><td>{}</td><td>{p}</td><td>{}</td><td>{lag}</td></tr>",
-                        esc(&group),
-                        state.name(),
-                        esc(&topic),
-                        off.map_or(String::new(), |o| o.to_string())
-                    );
-                }
+            for c in &g.committed {
+                let _ = write!(
+                    h,
+                    "<tr><td>{id}</td><td>{state}</td><td>{members}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    esc(&c.topic),
+                    c.partition,
+                    c.offset.map_or(String::new(), |o| o.to_string()),
+                    c.lag.map_or(String::new(), |l| l.to_string())
+                );
             }
         }
         h.push_str("</table><h2>Dead letters</h2><table id=\"dlq\"><tr><th>topic</th><th>messages</th></tr>");
-        for t in b.topics().iter().filter(|t| t.name.ends_with(".dlq")) {
+        for t in topics.iter().filter(|t| t.name.ends_with(".dlq")) {
             let n: i64 = t
                 .partitions
                 .iter()
-                .map(|p| p.high_watermark() - p.log.log_start_offset())
+                .map(|p| p.high_watermark - p.log_start)
                 .sum();
             let _ = write!(h, "<tr><td>{}</td><td>{n}</td></tr>", esc(&t.name));
         }

@@ -188,8 +188,10 @@ async fn every_compression_codec_round_trips_and_stays_compressed_on_disk() {
             .collect();
         assert_eq!(got, values, "codec {codec}");
 
-        let partition = broker.state().topic(&topic).unwrap().partitions[0].clone();
-        let stored = partition.log.read(0, i64::MAX, usize::MAX).unwrap();
+        let stored = broker
+            .view()
+            .read_batches(&topic, 0, 0, usize::MAX)
+            .unwrap();
         assert!(!stored.is_empty());
         let codecs: Vec<u8> = stored
             .iter()
@@ -219,7 +221,7 @@ async fn admin_create_validate_describe_and_delete_topics() {
         .unwrap();
     assert!(dry[0].is_ok());
     assert!(
-        broker.state().topic("dry-run").is_none(),
+        broker.view().topic("dry-run").is_none(),
         "validate_only creates nothing"
     );
 
@@ -231,7 +233,7 @@ async fn admin_create_validate_describe_and_delete_topics() {
         .await
         .unwrap();
     assert!(created[0].is_ok());
-    assert_eq!(broker.state().topic("ledger").unwrap().partitions.len(), 4);
+    assert_eq!(broker.view().topic("ledger").unwrap().partitions.len(), 4);
 
     let again = admin
         .create_topics(
@@ -285,7 +287,7 @@ async fn admin_create_validate_describe_and_delete_topics() {
 
     let deleted = admin.delete_topics(&["ledger"], &opts).await.unwrap();
     assert!(deleted[0].is_ok());
-    assert!(broker.state().topic("ledger").is_none());
+    assert!(broker.view().topic("ledger").is_none());
     let missing = admin.delete_topics(&["ledger"], &opts).await.unwrap();
     assert_eq!(
         missing[0].as_ref().unwrap_err().1,
@@ -344,7 +346,7 @@ async fn acks_zero_and_one_are_served_and_auto_create_works() {
         let consumer = assigned_consumer(&bs, &topic, 1, &[]);
         let got = consume_n(&consumer, 100, WAIT).await;
         assert_eq!(got.last().unwrap().value.as_deref(), Some(&b"m99"[..]));
-        assert_eq!(broker.state().topic(&topic).unwrap().partitions.len(), 1);
+        assert_eq!(broker.view().topic(&topic).unwrap().partitions.len(), 1);
     }
     broker.shutdown().await.unwrap();
 }

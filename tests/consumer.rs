@@ -251,7 +251,7 @@ async fn postgres_crash_mid_load_loses_and_duplicates_nothing() {
     })
     .await
     .unwrap();
-    let hw = broker.state().topic("tx").unwrap().partitions[0].high_watermark();
+    let hw = broker.view().topic("tx").unwrap().partitions[0].high_watermark;
     assert_eq!(hw, 60_000);
     targets_tx
         .send(Some([(0, hw)].into_iter().collect()))

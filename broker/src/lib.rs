@@ -12,27 +12,29 @@
 
 #![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
+#[doc(hidden)]
 pub mod api;
 pub mod batch;
-pub mod budget;
+pub(crate) mod budget;
 pub mod config;
-pub mod connection;
-pub mod disk;
+pub(crate) mod connection;
+pub(crate) mod disk;
 pub mod error;
-pub mod flush;
-pub mod frame;
+pub(crate) mod flush;
+pub(crate) mod frame;
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod group;
+pub(crate) mod group;
 pub(crate) mod ids;
-pub mod metrics;
-pub mod producer_state;
+pub(crate) mod metrics;
+pub(crate) mod producer_state;
 pub mod sasl;
 pub mod server;
-pub mod state;
-pub mod storage;
-pub mod tls;
+pub(crate) mod state;
+pub(crate) mod storage;
+pub(crate) mod tls;
 pub(crate) mod topic_name;
+mod view;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -41,8 +43,9 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, StorageFormat};
 pub use error::{BrokerError, StorageError};
+pub use view::{BrokerView, CommittedView, GroupView, PartitionView, TopicView};
 
 use state::State;
 use storage::{memory::MemoryStore, Store};
@@ -66,9 +69,17 @@ impl RunningBroker {
         format!("{}:{}", self.state.advertised.0, self.state.advertised.1)
     }
 
-    /// Shared state (topics, partitions), e.g. for status pages and tests.
-    pub fn state(&self) -> &Arc<State> {
-        &self.state
+    /// A read-only view (topics, groups, stored batches, metrics), e.g. for status pages.
+    pub fn view(&self) -> BrokerView {
+        BrokerView(self.state.clone())
+    }
+
+    /// Creates `topic` with the default partition count unless it exists.
+    pub fn ensure_topic(&self, topic: &str) -> Result<(), String> {
+        self.state
+            .topic_or_create(topic, true)
+            .map(|_| ())
+            .map_err(|e| e.message)
     }
 
     /// Stops accepting, finishes in-flight requests, flushes to disk and returns.

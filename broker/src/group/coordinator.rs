@@ -463,12 +463,14 @@ impl Coordinator {
         }
     }
 
-    /// Current generation and state of a group (for tests and status pages).
+    /// Current generation and state of a group.
+    #[cfg(test)]
     pub fn generation(&self, group_id: &str) -> Option<(i32, GroupState)> {
         self.groups.get(group_id).map(|g| (g.generation, g.state))
     }
 
     /// Member ids of a group.
+    #[cfg(test)]
     pub fn members(&self, group_id: &str) -> Vec<String> {
         self.groups
             .get(group_id)

@@ -136,7 +136,10 @@ pub fn open(
         );
     }
     Ok(match used {
-        StorageFormat::Sled => Arc::new(meta::Durable::new(meta, sled::SledLogs::default())?),
+        StorageFormat::Sled => {
+            let store: sled::SledStore = meta::Durable::new(meta, sled::SledLogs::default())?;
+            Arc::new(store)
+        }
         StorageFormat::Segments => {
             Arc::new(segments::SegmentStore::open(meta, dir, segment_bytes)?)
         }

@@ -19,7 +19,7 @@
 //! fsynced log. `tests::large_batches_never_become_unsynced_blob_files` checks it. sled only touches the disk durably in [`Store::sync`].
 
 use std::collections::HashMap;
-use std::path::Path;
+
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -246,10 +246,11 @@ pub struct SledLogs {
     open: Mutex<HashMap<(String, i32), Arc<SledLog>>>,
 }
 
+#[cfg(test)]
 impl SledStore {
     /// Opens (or creates) the store in `dir`, recovering topics and the cluster id and
     /// dropping logs of topics whose deletion was interrupted.
-    pub fn open(dir: &Path, cache_bytes: u64) -> Result<Self, StorageError> {
+    pub fn open(dir: &std::path::Path, cache_bytes: u64) -> Result<Self, StorageError> {
         Durable::new(SledMeta::open(dir, cache_bytes)?, SledLogs::default())
     }
 }
