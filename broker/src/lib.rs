@@ -1,14 +1,16 @@
 //! # finstream-broker
 //!
-//! A minimal Kafka-wire-compatible broker: append-only segment-file logs, metadata in sled.
-//! One node, no
-//! replication; enough of the protocol for librdkafka, kcat and the mainstream clients
-//! to produce, fetch and administer topics.
+//! A single-node Kafka-wire-compatible broker: append-only segment-file logs, metadata in
+//! sled, optional TLS and SASL (PLAIN, SCRAM-SHA-256); no replication. Enough of the
+//! protocol for librdkafka, kcat and the mainstream clients to produce, fetch, use
+//! consumer groups and administer topics.
 //!
-//! Layers (see `docs/architecture.md`): [`frame`] (length-prefixed frames, size checks) ->
-//! [`connection`] (ordered request pipeline per socket) -> [`api`] (one module per Kafka
-//! API, sans-io) -> [`state`] (topics, partitions, high watermarks) -> [`storage`]
-//! (the `Log`/`Store` traits: segment files, all-sled, in-memory), with [`flush`] doing group commit.
+//! Public: [`start`] a broker from a [`BrokerConfig`]; a [`RunningBroker`] gives a
+//! read-only [`BrokerView`]. Inside, layers point one way (docs/architecture.md): `server`
+//! (listener) -> `connection` (frames, SASL gate, ordered request pipeline) -> `api` (one
+//! module per Kafka API) -> `state` (topics, partitions, high watermarks) and `group`
+//! (consumer groups) -> `flush` (group commit) -> `storage` (the `Log`/`Store` traits:
+//! segment files, all-sled, in-memory).
 
 #![deny(missing_docs, clippy::unwrap_used, clippy::expect_used)]
 
@@ -146,7 +148,8 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
             source,
         })?;
     let local_addr = listener.local_addr()?;
-    if let Some(warning) = exposure_warning(local_addr).filter(|_| !config.sasl.enabled()) {
+    let exposed = exposure_warning(local_addr, config.tls.is_some());
+    if let Some(warning) = exposed.filter(|_| !config.sasl.enabled()) {
         tracing::warn!(listen = %local_addr, "{warning}");
     }
     let advertised = advertised(&config, local_addr)?;
@@ -180,11 +183,18 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
     })
 }
 
-/// The broker has no authentication: say so loudly when it listens beyond this machine.
-pub fn exposure_warning(addr: std::net::SocketAddr) -> Option<String> {
+/// What to warn about a listener without SASL users beyond this machine: anyone who can
+/// reach it can read and write every topic (over TLS, if `tls`, which encrypts but
+/// authenticates no one).
+pub fn exposure_warning(addr: std::net::SocketAddr, tls: bool) -> Option<String> {
+    let how = if tls {
+        "without authentication (TLS encrypts, but admits anyone)"
+    } else {
+        "without authentication or TLS"
+    };
     (!addr.ip().is_loopback()).then(|| {
         format!(
-            "listening on {addr} without authentication or TLS: anyone who can reach this address can read and write every topic; bind 127.0.0.1 unless the network is trusted"
+            "listening on {addr} {how}: anyone who can reach this address can read and write every topic; give --sasl-users, or bind 127.0.0.1 unless the network is trusted"
         )
     })
 }
@@ -195,14 +205,16 @@ mod exposure_tests {
     fn only_non_loopback_addresses_are_warned_about() {
         for quiet in ["127.0.0.1:9092", "[::1]:9092", "127.0.0.2:1"] {
             assert_eq!(
-                super::exposure_warning(quiet.parse().unwrap()),
+                super::exposure_warning(quiet.parse().unwrap(), false),
                 None,
                 "{quiet}"
             );
         }
         for loud in ["0.0.0.0:9092", "[::]:9092", "192.168.1.10:9092"] {
-            let w = super::exposure_warning(loud.parse().unwrap()).unwrap();
-            assert!(w.contains("without authentication"), "{loud}: {w}");
+            let w = super::exposure_warning(loud.parse().unwrap(), false).unwrap();
+            assert!(w.contains("without authentication or TLS"), "{loud}: {w}");
+            let w = super::exposure_warning(loud.parse().unwrap(), true).unwrap();
+            assert!(w.contains("TLS encrypts, but admits anyone"), "{loud}: {w}");
         }
     }
 }

@@ -1,8 +1,7 @@
 //! The sled-only durable [`Store`] (`--storage-format sled`): batches in sled too.
 //!
-//! This was the broker's only store until the benchmarks showed sled rewriting every batch
-//! several times (issue 7, docs/BENCHMARKS.md); [`super::segments::SegmentStore`] is now
-//! the default and this one is kept for data directories created with it.
+//! The default store is [`super::segments::SegmentStore`]; this one serves data
+//! directories created with `--storage-format sled` (and those from before segment files).
 //!
 //! Layout: tree `meta` ([`SledMeta`]); each partition has a tree `log/<topic>/<partition>` with
 //! `b<base offset BE><chunk BE u16>` -> up to [`CHUNK`] bytes of the batch,
@@ -11,12 +10,11 @@
 //! atomic `apply_batch`.
 //!
 //! Why chunks: sled writes any log item larger than a quarter of its segment into a separate
-//! "blob" file that `flush` does not fsync. With whole batches (up to 1 MiB) as values, both
-//! the inserted fragments and the consolidated leaf pages (up to 16 entries) crossed that
-//! threshold, so acknowledged data could be lost on power failure. Batches are therefore
-//! stored in 64 KiB chunks and the segment size raised to 8 MiB: a leaf holds at most
-//! 16 x 64 KiB = 1 MiB, below the 2 MiB blob threshold, so every byte goes through the
-//! fsynced log. `tests::large_batches_never_become_unsynced_blob_files` checks it. sled only touches the disk durably in [`Store::sync`].
+//! "blob" file. Batches are stored in 64 KiB chunks with 8 MiB segments: a leaf holds at
+//! most 16 x 64 KiB = 1 MiB, below the 2 MiB blob threshold, so every byte goes through
+//! sled's log (`tests::large_batches_never_become_unsynced_blob_files` checks it; the
+//! vendored sled fsyncs blob files too). sled only touches the disk durably in
+//! [`Store::sync`].
 
 use std::collections::HashMap;
 
