@@ -108,28 +108,8 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
     let (pg, cluster) = database(&args).await?;
-
-    let listen = args.listen.clone().unwrap_or_else(|| {
-        if args.serve {
-            "127.0.0.1:9092".into()
-        } else {
-            "127.0.0.1:0".into()
-        }
-    });
-    let broker = finstream_broker::start(BrokerConfig {
-        listen,
-        data_dir: Some(args.data_dir.join("broker")),
-        // The group's one member is our own consumer: nothing to wait for.
-        group_initial_rebalance_delay: std::time::Duration::ZERO,
-        ..BrokerConfig::default()
-    })
-    .await
-    .context("cannot start the embedded broker")?;
+    let broker = start_broker(&args).await?;
     let bootstrap = broker.bootstrap_servers();
-    if let Err(e) = broker.ensure_topic(&args.topic) {
-        anyhow::bail!("cannot create topic {}: {e}", args.topic);
-    }
-
     let (stop_tx, stop_rx) = watch::channel(false);
     let (targets_tx, targets_rx) = watch::channel::<Option<Targets>>(None);
     let mut ccfg = ConsumeConfig::new(&bootstrap, &args.topic, &args.group, pg);
@@ -162,42 +142,72 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     tracing::info!("produce: {produced}");
     if interrupted {
         let _ = stop_tx.send(true);
-    } else {
-        // Everything is in the log: the load is done once PostgreSQL holds these offsets.
-        let targets: Targets = broker
-            .view()
-            .topic(&args.topic)
-            .map(|t| {
-                t.partitions
-                    .iter()
-                    .map(|p| (p.index, p.high_watermark))
-                    .collect()
-            })
-            .unwrap_or_default();
-        if !args.serve {
-            let _ = targets_tx.send(Some(targets));
-        }
-    }
-    let stop_on_signal = stop_tx.clone();
-    if args.serve && !interrupted {
+    } else if args.serve {
         println!(
             "all-in-one: loaded {}; serving on {bootstrap} (topic {}), Ctrl-C to stop",
             args.csv.display(),
             args.topic
         );
-        tokio::spawn(async move {
-            crate::shutdown_signal().await;
-            let _ = stop_on_signal.send(true);
-        });
     } else {
-        tokio::spawn(async move {
-            crate::shutdown_signal().await;
-            let _ = stop_on_signal.send(true);
-        });
+        // Everything is in the log: the load is done once PostgreSQL holds these offsets.
+        let _ = targets_tx.send(Some(high_watermarks(&broker, &args.topic)));
     }
+    let stop_on_signal = stop_tx.clone();
+    tokio::spawn(async move {
+        crate::shutdown_signal().await;
+        let _ = stop_on_signal.send(true);
+    });
     let consumed = consumer.await.context("consumer task panicked")??;
     broker.shutdown().await.context("broker shutdown")?;
     drop(cluster);
+    let stopped = interrupted || (*stop_tx.borrow() && !args.serve);
+    Ok(report(&produced, &consumed, started, stopped))
+}
+
+/// The embedded broker: a free port (or 127.0.0.1:9092 with `--serve`), the data under
+/// the data directory, and the topic created.
+async fn start_broker(args: &AllInOneArgs) -> anyhow::Result<finstream_broker::RunningBroker> {
+    let default_listen = if args.serve {
+        "127.0.0.1:9092"
+    } else {
+        "127.0.0.1:0"
+    };
+    let broker = finstream_broker::start(BrokerConfig {
+        listen: args.listen.clone().unwrap_or_else(|| default_listen.into()),
+        data_dir: Some(args.data_dir.join("broker")),
+        // The group's one member is our own consumer: nothing to wait for.
+        group_initial_rebalance_delay: std::time::Duration::ZERO,
+        ..BrokerConfig::default()
+    })
+    .await
+    .context("cannot start the embedded broker")?;
+    if let Err(e) = broker.ensure_topic(&args.topic) {
+        anyhow::bail!("cannot create topic {}: {e}", args.topic);
+    }
+    Ok(broker)
+}
+
+/// The high watermark of every partition of `topic`.
+fn high_watermarks(broker: &finstream_broker::RunningBroker, topic: &str) -> Targets {
+    broker
+        .view()
+        .topic(topic)
+        .map(|t| {
+            t.partitions
+                .iter()
+                .map(|p| (p.index, p.high_watermark))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Prints the summary; the exit code says whether every row arrived.
+fn report(
+    produced: &finstream_producer::Summary,
+    consumed: &finstream_consumer::Summary,
+    started: Instant,
+    stopped: bool,
+) -> ExitCode {
     let seconds = started.elapsed().as_secs_f64();
     println!(
         "all-in-one: rows read {}, loaded {}, dead-lettered {} (bad rows) + {} (poison messages), failed {}, {:.2} s, {:.0} rows/s",
@@ -209,19 +219,19 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
         seconds,
         produced.rows_read as f64 / seconds.max(1e-9)
     );
-    if interrupted || (*stop_tx.borrow() && !args.serve) {
-        return Ok(ExitCode::from(produce_cmd::EXIT_INTERRUPTED));
+    if stopped {
+        return ExitCode::from(produce_cmd::EXIT_INTERRUPTED);
     }
     if let Some(why) = &produced.aborted {
         eprintln!("error: aborted: {why}");
-        return Ok(ExitCode::FAILURE);
+        return ExitCode::FAILURE;
     }
     if produced.failed > 0 {
         eprintln!(
             "error: {} messages were not acknowledged (see the log for file:line)",
             produced.failed
         );
-        return Ok(ExitCode::FAILURE);
+        return ExitCode::FAILURE;
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -85,39 +85,12 @@ pub struct SegmentLog {
 impl SegmentLog {
     /// Opens the log in `dir` (created if missing), recovering it as the module docs say.
     pub fn open(dir: PathBuf, name: String, segment_bytes: u64) -> Result<Self, StorageError> {
-        if !dir.is_dir() {
-            fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-            if let Some(parent) = dir.parent() {
-                sync_dir(parent)?;
-            }
-        }
-        let mut found = Vec::new();
-        for entry in fs::read_dir(&dir).map_err(io_err(&dir))? {
-            let entry = entry.map_err(io_err(&dir))?;
-            let file_name = entry.file_name();
-            let Some(base) = file_name
-                .to_str()
-                .and_then(|n| n.strip_suffix(SUFFIX))
-                .filter(|n| n.len() == 20)
-                .and_then(|n| n.parse::<i64>().ok())
-            else {
-                continue;
-            };
-            found.push((base, entry.path()));
-        }
-        found.sort();
-        if found.is_empty() {
-            let path = dir.join(segment_name(0));
-            File::create(&path).map_err(io_err(&path))?;
-            sync_dir(&dir)?;
-            found.push((0, path));
-        }
+        let found = segment_files(&dir)?;
         let count = found.len();
         let mut segments = Vec::with_capacity(count);
         let mut producers: HashMap<i64, ProducerEntry> = HashMap::new();
-        let mut next = found[0].0;
+        let mut next = found.first().map_or(0, |f| f.0);
         for (i, (base, path)) in found.into_iter().enumerate() {
-            let last = i + 1 == count;
             if base != next {
                 return Err(StorageError::Corrupt {
                     what: path.display().to_string(),
@@ -126,45 +99,23 @@ impl SegmentLog {
                     ),
                 });
             }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(&path)
-                .map_err(io_err(&path))?;
-            let len = file.metadata().map_err(io_err(&path))?.len();
-            let mut segment = Segment {
+            let last = i + 1 == count;
+            segments.push(recover_segment(
                 base,
-                file: Arc::new(file),
                 path,
-                end: 0,
-                index: Vec::new(),
-                since_index: 0,
-            };
-            let problem = scan(&mut segment, len, last, &mut next, &mut producers)?;
-            if let Some(problem) = problem {
-                if !last {
-                    return Err(StorageError::Corrupt {
-                        what: segment.path.display().to_string(),
-                        detail: format!("at byte {}: {problem}", segment.end),
-                    });
-                }
-                tracing::warn!(
-                    segment = %segment.path.display(),
-                    at = segment.end,
-                    dropped_bytes = len - segment.end,
-                    "cutting the unacknowledged tail of a log after a crash: {problem}"
-                );
-                segment
-                    .file
-                    .set_len(segment.end)
-                    .and_then(|()| segment.file.sync_all())
-                    .map_err(io_err(&segment.path))?;
-            }
-            segments.push(segment);
+                last,
+                &mut next,
+                &mut producers,
+            )?);
         }
-        let start_offset = segments[0].base;
-        let active = segments[count - 1].file.clone();
-        let active_path = segments[count - 1].path.clone();
+        let (Some(first), Some(active)) = (segments.first(), segments.last()) else {
+            return Err(StorageError::Corrupt {
+                what: dir.display().to_string(),
+                detail: "no segment".into(),
+            });
+        };
+        let start_offset = first.base;
+        let (active, active_path) = (active.file.clone(), active.path.clone());
         Ok(SegmentLog {
             name,
             dir,
@@ -416,4 +367,84 @@ impl Log for SegmentLog {
             ),
         })
     }
+}
+
+/// The segment files of a log directory by base offset, creating the directory and a first
+/// empty segment when there are none (both made durable).
+fn segment_files(dir: &Path) -> Result<Vec<(i64, PathBuf)>, StorageError> {
+    if !dir.is_dir() {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        if let Some(parent) = dir.parent() {
+            sync_dir(parent)?;
+        }
+    }
+    let mut found = Vec::new();
+    for entry in fs::read_dir(dir).map_err(io_err(dir))? {
+        let entry = entry.map_err(io_err(dir))?;
+        let file_name = entry.file_name();
+        let Some(base) = file_name
+            .to_str()
+            .and_then(|n| n.strip_suffix(SUFFIX))
+            .filter(|n| n.len() == 20)
+            .and_then(|n| n.parse::<i64>().ok())
+        else {
+            continue;
+        };
+        found.push((base, entry.path()));
+    }
+    found.sort();
+    if found.is_empty() {
+        let path = dir.join(segment_name(0));
+        File::create(&path).map_err(io_err(&path))?;
+        sync_dir(dir)?;
+        found.push((0, path));
+    }
+    Ok(found)
+}
+
+/// Opens one segment and walks it (see [`scan`]). A torn tail of the last segment (a crash
+/// after its batches were written, before they were acknowledged) is cut off; damage in an
+/// earlier segment, which was synced, is refused.
+fn recover_segment(
+    base: i64,
+    path: PathBuf,
+    last: bool,
+    next: &mut i64,
+    producers: &mut HashMap<i64, ProducerEntry>,
+) -> Result<Segment, StorageError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .map_err(io_err(&path))?;
+    let len = file.metadata().map_err(io_err(&path))?.len();
+    let mut segment = Segment {
+        base,
+        file: Arc::new(file),
+        path,
+        end: 0,
+        index: Vec::new(),
+        since_index: 0,
+    };
+    let Some(problem) = scan(&mut segment, len, last, next, producers)? else {
+        return Ok(segment);
+    };
+    if !last {
+        return Err(StorageError::Corrupt {
+            what: segment.path.display().to_string(),
+            detail: format!("at byte {}: {problem}", segment.end),
+        });
+    }
+    tracing::warn!(
+        segment = %segment.path.display(),
+        at = segment.end,
+        dropped_bytes = len - segment.end,
+        "cutting the unacknowledged tail of a log after a crash: {problem}"
+    );
+    segment
+        .file
+        .set_len(segment.end)
+        .and_then(|()| segment.file.sync_all())
+        .map_err(io_err(&segment.path))?;
+    Ok(segment)
 }
