@@ -111,80 +111,14 @@ enum GroupsCmd {
 pub async fn topics(args: TopicsArgs) -> anyhow::Result<ExitCode> {
     let conn = &args.conn;
     match args.cmd {
-        TopicsCmd::List => {
-            let c = conn.consumer(None)?;
-            let md = tokio::task::block_in_place(|| c.fetch_metadata(None, TIMEOUT))?;
-            let mut topics: Vec<_> = md
-                .topics()
-                .iter()
-                .map(|t| (t.name().to_string(), t.partitions().len()))
-                .collect();
-            topics.sort();
-            println!("{:<40} PARTITIONS", "TOPIC");
-            for (name, n) in topics {
-                println!("{name:<40} {n}");
-            }
-        }
+        TopicsCmd::List => list_topics(conn)?,
         TopicsCmd::Create {
             name,
             partitions,
             replication_factor,
             config,
-        } => {
-            let mut topic = NewTopic::new(
-                &name,
-                partitions,
-                TopicReplication::Fixed(replication_factor),
-            );
-            for (k, v) in &config {
-                topic = topic.set(k, v);
-            }
-            for r in conn
-                .admin()?
-                .create_topics(&[topic], &AdminOptions::new())
-                .await?
-            {
-                if let Err((t, e)) = r {
-                    bail!("cannot create topic {t}: {e}");
-                }
-            }
-            println!("created topic {name} ({partitions} partitions)");
-        }
-        TopicsCmd::Describe { name } => {
-            let c = conn.consumer(None)?;
-            let md = tokio::task::block_in_place(|| c.fetch_metadata(Some(&name), TIMEOUT))?;
-            let Some(t) = md.topics().iter().find(|t| t.name() == name) else {
-                bail!("no topic {name}");
-            };
-            if let Some(e) = t.error() {
-                bail!("topic {name}: {e:?}");
-            }
-            println!("topic {name}: {} partitions", t.partitions().len());
-            println!(
-                "{:>9} {:>6} {:>12} {:>12} {:>12}",
-                "PARTITION", "LEADER", "LOW", "HIGH", "MESSAGES"
-            );
-            for p in t.partitions() {
-                let (lo, hi) =
-                    tokio::task::block_in_place(|| c.fetch_watermarks(&name, p.id(), TIMEOUT))?;
-                println!(
-                    "{:>9} {:>6} {lo:>12} {hi:>12} {:>12}",
-                    p.id(),
-                    p.leader(),
-                    hi - lo
-                );
-            }
-            let configs = conn
-                .admin()?
-                .describe_configs(&[ResourceSpecifier::Topic(&name)], &AdminOptions::new())
-                .await?;
-            if let Some(Ok(res)) = configs.first() {
-                println!("config:");
-                for e in &res.entries {
-                    println!("  {} = {}", e.name, e.value.as_deref().unwrap_or(""));
-                }
-            }
-        }
+        } => create_topic(conn, &name, partitions, replication_factor, &config).await?,
+        TopicsCmd::Describe { name } => describe_topic(conn, &name).await?,
         TopicsCmd::Delete { name } => {
             for r in conn
                 .admin()?
@@ -199,6 +133,86 @@ pub async fn topics(args: TopicsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn list_topics(conn: &AdminConn) -> anyhow::Result<()> {
+    let c = conn.consumer(None)?;
+    let md = tokio::task::block_in_place(|| c.fetch_metadata(None, TIMEOUT))?;
+    let mut topics: Vec<_> = md
+        .topics()
+        .iter()
+        .map(|t| (t.name().to_string(), t.partitions().len()))
+        .collect();
+    topics.sort();
+    println!("{:<40} PARTITIONS", "TOPIC");
+    for (name, n) in topics {
+        println!("{name:<40} {n}");
+    }
+    Ok(())
+}
+
+async fn create_topic(
+    conn: &AdminConn,
+    name: &str,
+    partitions: i32,
+    replication_factor: i32,
+    config: &[(String, String)],
+) -> anyhow::Result<()> {
+    let mut topic = NewTopic::new(
+        name,
+        partitions,
+        TopicReplication::Fixed(replication_factor),
+    );
+    for (k, v) in config {
+        topic = topic.set(k, v);
+    }
+    for r in conn
+        .admin()?
+        .create_topics(&[topic], &AdminOptions::new())
+        .await?
+    {
+        if let Err((t, e)) = r {
+            bail!("cannot create topic {t}: {e}");
+        }
+    }
+    println!("created topic {name} ({partitions} partitions)");
+    Ok(())
+}
+
+async fn describe_topic(conn: &AdminConn, name: &str) -> anyhow::Result<()> {
+    let c = conn.consumer(None)?;
+    let md = tokio::task::block_in_place(|| c.fetch_metadata(Some(name), TIMEOUT))?;
+    let Some(t) = md.topics().iter().find(|t| t.name() == name) else {
+        bail!("no topic {name}");
+    };
+    if let Some(e) = t.error() {
+        bail!("topic {name}: {e:?}");
+    }
+    println!("topic {name}: {} partitions", t.partitions().len());
+    println!(
+        "{:>9} {:>6} {:>12} {:>12} {:>12}",
+        "PARTITION", "LEADER", "LOW", "HIGH", "MESSAGES"
+    );
+    for p in t.partitions() {
+        let (lo, hi) = tokio::task::block_in_place(|| c.fetch_watermarks(name, p.id(), TIMEOUT))?;
+        println!(
+            "{:>9} {:>6} {lo:>12} {hi:>12} {:>12}",
+            p.id(),
+            p.leader(),
+            hi - lo
+        );
+    }
+    let configs = conn
+        .admin()?
+        .describe_configs(&[ResourceSpecifier::Topic(name)], &AdminOptions::new())
+        .await?;
+    if let Some(Ok(res)) = configs.first() {
+        println!("config:");
+        for e in &res.entries {
+            println!("  {} = {}", e.name, e.value.as_deref().unwrap_or(""));
+        }
+    }
+    Ok(())
 }
 
 /// Topic partitions of a consumer-protocol assignment.

@@ -35,39 +35,10 @@ pub fn args_from_file(
         .with_context(|| format!("config file {} is not valid TOML", path.display()))?;
     let mut root = root.clone();
     root.build();
-    // Walk down to the command that runs (e.g. `topics list`).
-    let (mut cmd, mut m) = (&root, matches);
-    let mut top_name = None;
-    while let Some((name, sub)) = m.subcommand() {
-        let Some(next) = cmd.find_subcommand(name) else {
-            break;
-        };
-        top_name.get_or_insert_with(|| name.to_string());
-        cmd = next;
-        m = sub;
-    }
-    let mut entries: Vec<(String, &toml::Value, bool)> = table
-        .iter()
-        .filter(|(_, v)| !v.is_table())
-        .map(|(k, v)| (k.clone(), v, false))
-        .collect();
-    if let Some(name) = &top_name {
-        match table.get(name) {
-            Some(toml::Value::Table(t)) => {
-                entries.extend(t.iter().map(|(k, v)| (k.clone(), v, true)));
-            }
-            Some(_) => bail!("config file {}: `{name}` must be a table", path.display()),
-            None => {}
-        }
-    }
+    let (cmd, m, top_name) = running_command(&root, matches);
     let mut out = Vec::new();
-    for (key, value, strict) in entries {
-        let id = key.replace('-', "_");
-        let short = id.chars().next().filter(|_| id.chars().count() == 1);
-        let Some(arg) = cmd
-            .get_arguments()
-            .find(|a| a.get_id().as_str() == id || (short.is_some() && a.get_short() == short))
-        else {
+    for (key, value, strict) in entries(&table, top_name.as_deref(), path)? {
+        let Some(arg) = find_arg(cmd, &key) else {
             if strict {
                 bail!(
                     "config file {}: `{}` has no option `{key}`",
@@ -77,49 +48,110 @@ pub fn args_from_file(
             }
             continue;
         };
-        let id = arg.get_id().as_str();
         if matches!(
-            m.value_source(id),
+            m.value_source(arg.get_id().as_str()),
             Some(ValueSource::CommandLine | ValueSource::EnvVariable)
         ) {
             continue; // a flag or an environment variable wins over the file
         }
-        let flag: OsString = match (arg.get_long(), arg.get_short()) {
-            (Some(long), _) => format!("--{long}").into(),
-            (None, Some(short)) => format!("-{short}").into(),
-            (None, None) => bail!("config file {}: `{key}` is not an option", path.display()),
-        };
-        let values: Vec<&toml::Value> = match value {
-            toml::Value::Array(items) => items.iter().collect(),
-            v => vec![v],
-        };
-        for v in values {
-            let text = match v {
-                toml::Value::String(s) => s.clone(),
-                toml::Value::Integer(i) => i.to_string(),
-                toml::Value::Float(f) => f.to_string(),
-                toml::Value::Boolean(b) => b.to_string(),
-                _ => bail!(
-                    "config file {}: `{key}` must be a string, number or boolean",
-                    path.display()
-                ),
-            };
-            if matches!(arg.get_action(), ArgAction::SetTrue) {
-                match v {
-                    toml::Value::Boolean(true) => out.push(flag.clone()),
-                    toml::Value::Boolean(false) => {}
-                    _ => bail!(
-                        "config file {}: `{key}` must be true or false",
-                        path.display()
-                    ),
-                }
-            } else {
-                out.push(flag.clone());
-                out.push(text.into());
-            }
-        }
+        push_values(&mut out, arg, &key, value, path)?;
     }
     Ok(out)
+}
+
+/// The command that runs (e.g. `topics list`), its matches, and the top-level command's name.
+fn running_command<'a>(
+    root: &'a Command,
+    matches: &'a ArgMatches,
+) -> (&'a Command, &'a ArgMatches, Option<String>) {
+    let (mut cmd, mut m) = (root, matches);
+    let mut top_name = None;
+    while let Some((name, sub)) = m.subcommand() {
+        let Some(next) = cmd.find_subcommand(name) else {
+            break;
+        };
+        top_name.get_or_insert_with(|| name.to_string());
+        cmd = next;
+        m = sub;
+    }
+    (cmd, m, top_name)
+}
+
+/// The file's settings that may apply: top-level keys (not strict: applied only where the
+/// option exists), then the running command's table (strict).
+fn entries<'a>(
+    table: &'a toml::Table,
+    top_name: Option<&str>,
+    path: &Path,
+) -> anyhow::Result<Vec<(String, &'a toml::Value, bool)>> {
+    let mut entries: Vec<(String, &toml::Value, bool)> = table
+        .iter()
+        .filter(|(_, v)| !v.is_table())
+        .map(|(k, v)| (k.clone(), v, false))
+        .collect();
+    if let Some(name) = top_name {
+        match table.get(name) {
+            Some(toml::Value::Table(t)) => {
+                entries.extend(t.iter().map(|(k, v)| (k.clone(), v, true)));
+            }
+            Some(_) => bail!("config file {}: `{name}` must be a table", path.display()),
+            None => {}
+        }
+    }
+    Ok(entries)
+}
+
+/// The option a key names: its long name (`-` or `_`) or, for one letter, its short flag.
+fn find_arg<'a>(cmd: &'a Command, key: &str) -> Option<&'a clap::Arg> {
+    let id = key.replace('-', "_");
+    let short = id.chars().next().filter(|_| id.chars().count() == 1);
+    cmd.get_arguments()
+        .find(|a| a.get_id().as_str() == id || (short.is_some() && a.get_short() == short))
+}
+
+/// Appends the flag and its value(s) for one setting (an array repeats the flag).
+fn push_values(
+    out: &mut Vec<OsString>,
+    arg: &clap::Arg,
+    key: &str,
+    value: &toml::Value,
+    path: &Path,
+) -> anyhow::Result<()> {
+    let flag: OsString = match (arg.get_long(), arg.get_short()) {
+        (Some(long), _) => format!("--{long}").into(),
+        (None, Some(short)) => format!("-{short}").into(),
+        (None, None) => bail!("config file {}: `{key}` is not an option", path.display()),
+    };
+    let values: Vec<&toml::Value> = match value {
+        toml::Value::Array(items) => items.iter().collect(),
+        v => vec![v],
+    };
+    for v in values {
+        let text = match v {
+            toml::Value::String(s) => s.clone(),
+            toml::Value::Integer(i) => i.to_string(),
+            toml::Value::Float(f) => f.to_string(),
+            toml::Value::Boolean(b) => b.to_string(),
+            _ => bail!(
+                "config file {}: `{key}` must be a string, number or boolean",
+                path.display()
+            ),
+        };
+        if matches!(arg.get_action(), ArgAction::SetTrue) {
+            match v {
+                toml::Value::Boolean(true) => out.push(flag.clone()),
+                toml::Value::Boolean(false) => {}
+                _ => bail!(
+                    "config file {}: `{key}` must be true or false",
+                    path.display()
+                ),
+            }
+        } else {
+            out.push(flag.clone());
+            out.push(text.into());
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

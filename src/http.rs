@@ -14,7 +14,8 @@ use anyhow::Context;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use finstream_broker::BrokerView;
+use finstream_broker::{BrokerView, TopicView};
+use finstream_promtext::{Kind, Text};
 
 /// Connections served at once.
 const MAX_CONNECTIONS: usize = 64;
@@ -168,22 +169,23 @@ async fn readiness(observed: &Observed) -> Result<(), String> {
 }
 
 fn metrics(observed: &Observed, started: Instant) -> String {
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP finstream_uptime_seconds Seconds since start.\n# TYPE finstream_uptime_seconds gauge\nfinstream_uptime_seconds {:.3}",
-        started.elapsed().as_secs_f64()
+    let mut t = Text::default();
+    t.scalar(
+        Kind::Gauge,
+        "finstream_uptime_seconds",
+        "Seconds since start.",
+        format_args!("{:.3}", started.elapsed().as_secs_f64()),
     );
     if let Some(b) = &observed.broker {
-        b.render_metrics(&mut out);
+        b.render_metrics(&mut t);
     }
     if let Some(c) = &observed.consumer {
-        c.render(&mut out);
+        c.render(&mut t);
     }
     if let Some(p) = &observed.producer {
-        p.render(&mut out);
+        p.render(&mut t);
     }
-    out
+    t.finish()
 }
 
 fn esc(s: &str) -> String {
@@ -206,86 +208,108 @@ fn status_page(observed: &Observed, started: Instant) -> String {
         started.elapsed().as_secs_f64()
     );
     if let Some(c) = &observed.consumer {
-        let s = c.snapshot();
-        let _ = write!(
-            h,
-            "<h2>Consumer</h2><table id=\"consumer\"><tr><th>rows loaded</th><th>rows/s</th><th>dead letters</th><th>batches</th><th>retries</th><th>PostgreSQL</th></tr>\
-             <tr><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
-            s.rows_loaded,
-            s.rows_per_sec,
-            s.dead_letters,
-            s.batches,
-            s.retries,
-            if c.postgres_ok() { "up" } else { "DOWN" }
-        );
-        let lag = c.lag();
-        if !lag.is_empty() {
-            h.push_str("<table id=\"consumer-lag\"><tr><th>topic</th><th>partition</th><th>loaded up to</th><th>high watermark</th><th>lag</th></tr>");
-            for ((topic, p), l) in &lag {
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{p}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(topic),
-                    l.position,
-                    l.high_watermark,
-                    l.lag()
-                );
-            }
-            h.push_str("</table>");
-        }
+        consumer_section(&mut h, c);
     }
     if let Some(p) = &observed.producer {
-        let s = p.snapshot();
-        let _ = write!(
-            h,
-            "<h2>Producer</h2><table id=\"producer\"><tr><th>rows read</th><th>rows/s</th><th>sent</th><th>dead-lettered</th><th>failed</th></tr>\
-             <tr><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
-            s.rows_read, s.rows_per_sec, s.sent, s.dead_lettered, s.failed
-        );
+        producer_section(&mut h, p);
     }
     if let Some(b) = &observed.broker {
-        h.push_str("<h2>Topics</h2><table id=\"topics\"><tr><th>topic</th><th>partition</th><th>start offset</th><th>end offset</th><th>messages</th></tr>");
         let topics = b.topics();
-        for t in &topics {
-            for p in &t.partitions {
-                let (lo, hi) = (p.log_start, p.high_watermark);
-                let _ = write!(
-                    h,
-                    "<tr><td>{}</td><td>{}</td><td>{lo}</td><td>{hi}</td><td>{}</td></tr>",
-                    esc(&t.name),
-                    p.index,
-                    hi - lo
-                );
-            }
-        }
-        h.push_str("</table><h2>Consumer groups</h2><table id=\"groups\"><tr><th>group</th><th>state</th><th>members</th><th>topic</th><th>partition</th><th>committed</th><th>lag</th></tr>");
-        for g in b.groups() {
-            let (id, state, members) = (esc(&g.id), g.state, g.members);
-            if g.committed.is_empty() {
-                let _ = write!(h, "<tr><td>{id}</td><td>{state}</td><td>{members}</td><td></td><td></td><td></td><td></td></tr>");
-            }
-            for c in &g.committed {
-                let _ = write!(
-                    h,
-                    "<tr><td>{id}</td><td>{state}</td><td>{members}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
-                    esc(&c.topic),
-                    c.partition,
-                    c.offset.map_or(String::new(), |o| o.to_string()),
-                    c.lag.map_or(String::new(), |l| l.to_string())
-                );
-            }
-        }
-        h.push_str("</table><h2>Dead letters</h2><table id=\"dlq\"><tr><th>topic</th><th>messages</th></tr>");
-        for t in topics.iter().filter(|t| t.name.ends_with(".dlq")) {
-            let n: i64 = t
-                .partitions
-                .iter()
-                .map(|p| p.high_watermark - p.log_start)
-                .sum();
-            let _ = write!(h, "<tr><td>{}</td><td>{n}</td></tr>", esc(&t.name));
-        }
-        h.push_str("</table>");
+        topics_section(&mut h, &topics);
+        groups_section(&mut h, b);
+        dead_letters_section(&mut h, &topics);
     }
     h.push_str("</body></html>\n");
     h
+}
+
+fn consumer_section(h: &mut String, c: &finstream_consumer::Stats) {
+    let s = c.snapshot();
+    let _ = write!(
+        h,
+        "<h2>Consumer</h2><table id=\"consumer\"><tr><th>rows loaded</th><th>rows/s</th><th>dead letters</th><th>batches</th><th>retries</th><th>PostgreSQL</th></tr>\
+         <tr><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+        s.rows_loaded,
+        s.rows_per_sec,
+        s.dead_letters,
+        s.batches,
+        s.retries,
+        if c.postgres_ok() { "up" } else { "DOWN" }
+    );
+    let lag = c.lag();
+    if !lag.is_empty() {
+        h.push_str("<table id=\"consumer-lag\"><tr><th>topic</th><th>partition</th><th>loaded up to</th><th>high watermark</th><th>lag</th></tr>");
+        for ((topic, p), l) in &lag {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{p}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(topic),
+                l.position,
+                l.high_watermark,
+                l.lag()
+            );
+        }
+        h.push_str("</table>");
+    }
+}
+
+fn producer_section(h: &mut String, p: &finstream_producer::Stats) {
+    let s = p.snapshot();
+    let _ = write!(
+        h,
+        "<h2>Producer</h2><table id=\"producer\"><tr><th>rows read</th><th>rows/s</th><th>sent</th><th>dead-lettered</th><th>failed</th></tr>\
+         <tr><td>{}</td><td>{:.0}</td><td>{}</td><td>{}</td><td>{}</td></tr></table>",
+        s.rows_read, s.rows_per_sec, s.sent, s.dead_lettered, s.failed
+    );
+}
+
+fn topics_section(h: &mut String, topics: &[TopicView]) {
+    h.push_str("<h2>Topics</h2><table id=\"topics\"><tr><th>topic</th><th>partition</th><th>start offset</th><th>end offset</th><th>messages</th></tr>");
+    for t in topics {
+        for p in &t.partitions {
+            let (lo, hi) = (p.log_start, p.high_watermark);
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{lo}</td><td>{hi}</td><td>{}</td></tr>",
+                esc(&t.name),
+                p.index,
+                hi - lo
+            );
+        }
+    }
+    h.push_str("</table>");
+}
+
+fn groups_section(h: &mut String, b: &BrokerView) {
+    h.push_str("<h2>Consumer groups</h2><table id=\"groups\"><tr><th>group</th><th>state</th><th>members</th><th>topic</th><th>partition</th><th>committed</th><th>lag</th></tr>");
+    for g in b.groups() {
+        let (id, state, members) = (esc(&g.id), g.state, g.members);
+        if g.committed.is_empty() {
+            let _ = write!(h, "<tr><td>{id}</td><td>{state}</td><td>{members}</td><td></td><td></td><td></td><td></td></tr>");
+        }
+        for c in &g.committed {
+            let _ = write!(
+                h,
+                "<tr><td>{id}</td><td>{state}</td><td>{members}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&c.topic),
+                c.partition,
+                c.offset.map_or(String::new(), |o| o.to_string()),
+                c.lag.map_or(String::new(), |l| l.to_string())
+            );
+        }
+    }
+    h.push_str("</table>");
+}
+
+fn dead_letters_section(h: &mut String, topics: &[TopicView]) {
+    h.push_str("<h2>Dead letters</h2><table id=\"dlq\"><tr><th>topic</th><th>messages</th></tr>");
+    for t in topics.iter().filter(|t| t.name.ends_with(".dlq")) {
+        let n: i64 = t
+            .partitions
+            .iter()
+            .map(|p| p.high_watermark - p.log_start)
+            .sum();
+        let _ = write!(h, "<tr><td>{}</td><td>{n}</td></tr>", esc(&t.name));
+    }
+    h.push_str("</table>");
 }

@@ -134,6 +134,28 @@ fn kafka(
     acks: &str,
     idempotent: bool,
 ) -> anyhow::Result<serde_json::Value> {
+    let (produce_secs, failed, lat) = produce_phase(bootstrap, topic, n, size, acks, idempotent)?;
+    let (consume_secs, bytes) = consume_phase(bootstrap, topic, n)?;
+    let mb = (n as f64 * size as f64) / 1e6;
+    Ok(serde_json::json!({
+        "messages": n, "size": size, "acks": acks, "idempotent": idempotent, "failed": failed,
+        "produce_msgs_per_s": n as f64 / produce_secs, "produce_mb_per_s": mb / produce_secs,
+        "produce_p50_ms": percentile(&lat, 0.50) as f64 / 1000.0,
+        "produce_p99_ms": percentile(&lat, 0.99) as f64 / 1000.0,
+        "consume_msgs_per_s": n as f64 / consume_secs, "consume_mb_per_s": bytes as f64 / 1e6 / consume_secs,
+    }))
+}
+
+/// Produces `n` messages of `size` bytes: seconds taken, deliveries failed, and the sorted
+/// per-message latencies in microseconds.
+fn produce_phase(
+    bootstrap: &str,
+    topic: &str,
+    n: u64,
+    size: usize,
+    acks: &str,
+    idempotent: bool,
+) -> anyhow::Result<(f64, u64, Vec<u64>)> {
     let ctx = Latencies {
         sent_at: Mutex::new(vec![None; n as usize]),
         micros: Mutex::new(Vec::with_capacity(n as usize)),
@@ -177,8 +199,11 @@ fn kafka(
         .map(|m| m.clone())
         .unwrap_or_default();
     lat.sort_unstable();
-    drop(producer);
+    Ok((produce_secs, failed, lat))
+}
 
+/// Reads the `n` messages back from the beginning: seconds taken and payload bytes.
+fn consume_phase(bootstrap: &str, topic: &str, n: u64) -> anyhow::Result<(f64, u64)> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", "bench")
@@ -212,15 +237,7 @@ fn kafka(
             None => bail!("consume stalled at {got} of {n}"),
         }
     }
-    let consume_secs = start.elapsed().as_secs_f64();
-    let mb = (n as f64 * size as f64) / 1e6;
-    Ok(serde_json::json!({
-        "messages": n, "size": size, "acks": acks, "idempotent": idempotent, "failed": failed,
-        "produce_msgs_per_s": n as f64 / produce_secs, "produce_mb_per_s": mb / produce_secs,
-        "produce_p50_ms": percentile(&lat, 0.50) as f64 / 1000.0,
-        "produce_p99_ms": percentile(&lat, 0.99) as f64 / 1000.0,
-        "consume_msgs_per_s": n as f64 / consume_secs, "consume_mb_per_s": bytes as f64 / 1e6 / consume_secs,
-    }))
+    Ok((start.elapsed().as_secs_f64(), bytes))
 }
 
 async fn latency(
@@ -249,26 +266,62 @@ async fn latency(
         )
         .await?
         .get(0);
-    let sender = {
-        let sent = sent.clone();
-        let topic = topic.to_string();
-        tokio::spawn(async move {
-            let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
-            let mut tick = tokio::time::interval(interval);
-            for i in 0..total {
-                tick.tick().await;
-                let payload = format!("{{\"description\": \"lat {run_id} {i}\", \"amount\": 0.5}}");
-                if let Ok(mut s) = sent.lock() {
-                    s.push(Instant::now());
-                }
-                let _ = producer.send_result(
-                    rdkafka::producer::FutureRecord::<(), _>::to(&topic).payload(&payload),
-                );
+    let sender = spawn_sender(producer, topic, sent.clone(), run_id, rate, total);
+    let (seen, found) =
+        poll_arrivals(&client, table, start_id, &sent, run_id, total, seconds).await?;
+    sender.await??;
+    let mut ms: Vec<u64> = seen
+        .iter()
+        .flatten()
+        .map(|d| d.as_micros() as u64)
+        .collect();
+    ms.sort_unstable();
+    Ok(serde_json::json!({
+        "rate": rate, "seconds": seconds, "sent": total, "arrived": found,
+        "p50_ms": percentile(&ms, 0.50) as f64 / 1000.0,
+        "p99_ms": percentile(&ms, 0.99) as f64 / 1000.0,
+        "max_ms": ms.last().copied().unwrap_or(0) as f64 / 1000.0,
+    }))
+}
+
+/// Sends `total` messages at `rate` per second, recording when each was sent.
+fn spawn_sender(
+    producer: rdkafka::producer::FutureProducer,
+    topic: &str,
+    sent: Arc<Mutex<Vec<Instant>>>,
+    run_id: u128,
+    rate: u64,
+    total: u64,
+) -> tokio::task::JoinHandle<rdkafka::error::KafkaResult<()>> {
+    let topic = topic.to_string();
+    tokio::spawn(async move {
+        let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+        let mut tick = tokio::time::interval(interval);
+        for i in 0..total {
+            tick.tick().await;
+            let payload = format!("{{\"description\": \"lat {run_id} {i}\", \"amount\": 0.5}}");
+            if let Ok(mut s) = sent.lock() {
+                s.push(Instant::now());
             }
-            producer.flush(Duration::from_secs(30))
-        })
-    };
-    // Poll the table every millisecond; a row's latency is when we first see it committed.
+            let _ = producer.send_result(
+                rdkafka::producer::FutureRecord::<(), _>::to(&topic).payload(&payload),
+            );
+        }
+        producer.flush(Duration::from_secs(30))
+    })
+}
+
+/// Polls the table every millisecond until all `total` rows arrived or the deadline: each
+/// row's latency is when it is first seen committed. Returns the latencies and the count.
+async fn poll_arrivals(
+    client: &tokio_postgres::Client,
+    table: &str,
+    start_id: i64,
+    sent: &Mutex<Vec<Instant>>,
+    run_id: u128,
+    total: u64,
+    seconds: u64,
+) -> anyhow::Result<(Vec<Option<Duration>>, u64)> {
     let mut seen = vec![None::<Duration>; total as usize];
     let mut last_id = start_id;
     let mut found = 0u64;
@@ -304,19 +357,7 @@ async fn latency(
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
-    sender.await??;
-    let mut ms: Vec<u64> = seen
-        .iter()
-        .flatten()
-        .map(|d| d.as_micros() as u64)
-        .collect();
-    ms.sort_unstable();
-    Ok(serde_json::json!({
-        "rate": rate, "seconds": seconds, "sent": total, "arrived": found,
-        "p50_ms": percentile(&ms, 0.50) as f64 / 1000.0,
-        "p99_ms": percentile(&ms, 0.99) as f64 / 1000.0,
-        "max_ms": ms.last().copied().unwrap_or(0) as f64 / 1000.0,
-    }))
+    Ok((seen, found))
 }
 
 async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::Result<()> {

@@ -8,7 +8,10 @@ use std::pin::pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::{Encodable, StrBytes};
 
 use crate::api::{self, Reply};
 use crate::config::BrokerConfig;
@@ -108,17 +111,37 @@ pub fn record_batch(data: &[u8]) {
 /// Valid inputs to start fuzzing from, per target: real requests of every API family (as
 /// frames without the length prefix) and record batches. `(target, name, bytes)`.
 pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
-    use bytes::BytesMut;
-    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::*;
-    use kafka_protocol::protocol::{Encodable, StrBytes};
-
     let batch =
         crate::batch::uncompressed_batch(&[b"a", b"bb"], 1_700_000_000_000, 1, (-1, -1, -1));
     let idempotent = crate::batch::uncompressed_batch(&[b"c"], 1_700_000_000_000, 0, (7, 0, 0));
-    let topic = || TopicName(StrBytes::from_static_str("fuzz"));
-    let group = || GroupId(StrBytes::from_static_str("g"));
-    let requests: Vec<(ApiKey, i16, RequestKind)> = vec![
+    let mut out = Vec::new();
+    for (key, version, req) in data_requests(&batch).into_iter().chain(group_requests()) {
+        let Some(body) = encode_request(key, version, &req) else {
+            continue;
+        };
+        let mut framed = (body.len() as i32).to_be_bytes().to_vec();
+        framed.extend_from_slice(&body);
+        out.push(("request", format!("{key:?}-v{version}"), body));
+        out.push(("frames", format!("{key:?}-v{version}"), framed));
+    }
+    out.push(("record_batch", "two-records".into(), batch));
+    out.push(("record_batch", "idempotent".into(), idempotent));
+    out
+}
+
+fn seed_topic() -> TopicName {
+    TopicName(StrBytes::from_static_str("fuzz"))
+}
+
+fn seed_group() -> GroupId {
+    GroupId(StrBytes::from_static_str("g"))
+}
+
+/// Requests on topics and their data.
+fn data_requests(batch: &[u8]) -> Vec<(ApiKey, i16, RequestKind)> {
+    let topic = seed_topic;
+    let batch = batch.to_vec();
+    vec![
         (ApiKey::ApiVersions, 3, ApiVersionsRequest::default().into()),
         (
             ApiKey::Metadata,
@@ -139,7 +162,7 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                     .with_name(topic())
                     .with_partition_data(vec![PartitionProduceData::default()
                         .with_index(0)
-                        .with_records(Some(Bytes::from(batch.clone())))])])
+                        .with_records(Some(Bytes::from(batch)))])])
                 .into(),
         ),
         (
@@ -178,6 +201,14 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                     .with_replication_factor(1)])
                 .into(),
         ),
+    ]
+}
+
+/// Requests on groups and producer ids.
+fn group_requests() -> Vec<(ApiKey, i16, RequestKind)> {
+    let topic = seed_topic;
+    let group = seed_group;
+    vec![
         (
             ApiKey::FindCoordinator,
             4,
@@ -222,29 +253,20 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
                 .with_producer_epoch(-1)
                 .into(),
         ),
-    ];
-    let mut out = Vec::new();
-    for (key, version, req) in requests {
-        let mut buf = BytesMut::new();
-        let header = RequestHeader::default()
-            .with_request_api_key(key as i16)
-            .with_request_api_version(version)
-            .with_correlation_id(1)
-            .with_client_id(Some(StrBytes::from_static_str("seed")));
-        if header
-            .encode(&mut buf, key.request_header_version(version))
-            .is_err()
-            || req.encode(&mut buf, version).is_err()
-        {
-            continue;
-        }
-        let body = buf.to_vec();
-        let mut framed = (body.len() as i32).to_be_bytes().to_vec();
-        framed.extend_from_slice(&body);
-        out.push(("request", format!("{key:?}-v{version}"), body));
-        out.push(("frames", format!("{key:?}-v{version}"), framed));
-    }
-    out.push(("record_batch", "two-records".into(), batch));
-    out.push(("record_batch", "idempotent".into(), idempotent));
-    out
+    ]
+}
+
+/// A request header and body, encoded; `None` if the version cannot encode it.
+fn encode_request(key: ApiKey, version: i16, req: &RequestKind) -> Option<Vec<u8>> {
+    let mut buf = BytesMut::new();
+    let header = RequestHeader::default()
+        .with_request_api_key(key as i16)
+        .with_request_api_version(version)
+        .with_correlation_id(1)
+        .with_client_id(Some(StrBytes::from_static_str("seed")));
+    header
+        .encode(&mut buf, key.request_header_version(version))
+        .ok()?;
+    req.encode(&mut buf, version).ok()?;
+    Some(buf.to_vec())
 }

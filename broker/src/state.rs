@@ -14,6 +14,7 @@ use crate::group::service::GroupService;
 use crate::metrics::BrokerMetrics;
 use crate::storage::{Log, Store, TopicMeta};
 pub use crate::topic_name::validate_topic_name;
+use finstream_promtext::{Kind, Text};
 
 const PRODUCER_ID_KEY: &[u8] = b"producer_id/last";
 
@@ -112,6 +113,9 @@ pub struct State {
     /// Memory for requests being read and decoded, shared by every connection.
     pub budget: Arc<crate::budget::MemoryBudget>,
 }
+
+/// A per-partition gauge: name, help, value.
+type PartitionGauge = (&'static str, &'static str, fn(&Partition) -> i64);
 
 impl State {
     /// Recovers every topic from `store` and starts the flusher.
@@ -338,42 +342,68 @@ impl State {
     }
 
     /// All broker metrics in the Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
-        self.metrics.render(out);
-        let topics = self.topics();
+    pub fn render_metrics(&self, t: &mut Text) {
+        self.metrics.render(t);
         if let Some(free) = self.disk.last_free() {
-            let _ = writeln!(out, "# HELP finstream_broker_disk_free_bytes Bytes free on the data directory's filesystem at the last produce.\n# TYPE finstream_broker_disk_free_bytes gauge\nfinstream_broker_disk_free_bytes {free}");
+            t.scalar(
+                Kind::Gauge,
+                "finstream_broker_disk_free_bytes",
+                "Bytes free on the data directory's filesystem at the last produce.",
+                free,
+            );
         }
         let b = &self.budget;
-        let _ = writeln!(out, "# HELP finstream_broker_request_memory_bytes Memory taken by requests being read and decoded.\n# TYPE finstream_broker_request_memory_bytes gauge\nfinstream_broker_request_memory_bytes {}", b.in_use());
-        let _ = writeln!(out, "# HELP finstream_broker_request_memory_limit_bytes The request memory budget.\n# TYPE finstream_broker_request_memory_limit_bytes gauge\nfinstream_broker_request_memory_limit_bytes {}", b.total());
-        let _ = writeln!(out, "# HELP finstream_broker_request_memory_waits_total Requests that waited for memory.\n# TYPE finstream_broker_request_memory_waits_total counter\nfinstream_broker_request_memory_waits_total {}", b.waits.load(std::sync::atomic::Ordering::Relaxed));
-        let _ = writeln!(out, "# HELP finstream_broker_topics Topics.\n# TYPE finstream_broker_topics gauge\nfinstream_broker_topics {}", topics.len());
-        let _ = writeln!(out, "# HELP finstream_broker_partitions Partitions.\n# TYPE finstream_broker_partitions gauge\nfinstream_broker_partitions {}",
-            topics.iter().map(|t| t.partitions.len()).sum::<usize>());
-        let _ = writeln!(out, "# HELP finstream_broker_high_watermark Next offset to be written (durable), by partition.\n# TYPE finstream_broker_high_watermark gauge");
-        for t in &topics {
-            for p in &t.partitions {
-                let _ = writeln!(
-                    out,
-                    "finstream_broker_high_watermark{{topic=\"{}\",partition=\"{}\"}} {}",
-                    t.name,
-                    p.index,
-                    p.high_watermark()
-                );
-            }
-        }
-        let _ = writeln!(out, "# HELP finstream_broker_log_start_offset First stored offset, by partition.\n# TYPE finstream_broker_log_start_offset gauge");
-        for t in &topics {
-            for p in &t.partitions {
-                let _ = writeln!(
-                    out,
-                    "finstream_broker_log_start_offset{{topic=\"{}\",partition=\"{}\"}} {}",
-                    t.name,
-                    p.index,
-                    p.log.log_start_offset()
-                );
+        t.scalar(
+            Kind::Gauge,
+            "finstream_broker_request_memory_bytes",
+            "Memory taken by requests being read and decoded.",
+            b.in_use(),
+        );
+        t.scalar(
+            Kind::Gauge,
+            "finstream_broker_request_memory_limit_bytes",
+            "The request memory budget.",
+            b.total(),
+        );
+        t.scalar(
+            Kind::Counter,
+            "finstream_broker_request_memory_waits_total",
+            "Requests that waited for memory.",
+            b.waits.load(std::sync::atomic::Ordering::Relaxed),
+        );
+        let topics = self.topics();
+        let partitions: usize = topics.iter().map(|t| t.partitions.len()).sum();
+        t.scalar(
+            Kind::Gauge,
+            "finstream_broker_topics",
+            "Topics.",
+            topics.len(),
+        );
+        t.scalar(
+            Kind::Gauge,
+            "finstream_broker_partitions",
+            "Partitions.",
+            partitions,
+        );
+        let gauges: [PartitionGauge; 2] = [
+            (
+                "finstream_broker_high_watermark",
+                "Next offset to be written (durable), by partition.",
+                Partition::high_watermark,
+            ),
+            (
+                "finstream_broker_log_start_offset",
+                "First stored offset, by partition.",
+                |p| p.log.log_start_offset(),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut family = t.family(Kind::Gauge, name, help);
+            for topic in &topics {
+                for p in &topic.partitions {
+                    let index = p.index.to_string();
+                    family.sample(&[("topic", &topic.name), ("partition", &index)], value(p));
+                }
             }
         }
     }

@@ -134,8 +134,8 @@ impl BrokerView {
     }
 
     /// The broker's metrics in Prometheus text format.
-    pub fn render_metrics(&self, out: &mut String) {
-        self.0.render_metrics(out);
+    pub fn render_metrics(&self, t: &mut finstream_promtext::Text) {
+        self.0.render_metrics(t);
     }
 }
 

@@ -1,10 +1,11 @@
 //! Live counters of a running consumer, for metrics, status pages and readiness checks.
 
 use std::collections::BTreeMap;
-use std::fmt::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use finstream_promtext::{Kind, Text};
 
 /// Shared between the consumer loop and whoever reports on it.
 #[derive(Debug)]
@@ -163,70 +164,72 @@ impl Stats {
     }
 
     /// Prometheus text format.
-    pub fn render(&self, out: &mut String) {
-        let s = self.snapshot();
+    pub fn render(&self, t: &mut Text) {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let counters = [
             (
                 "finstream_consumer_rows_loaded_total",
                 "Rows committed to the table (including rows PostgreSQL later lost).",
-                load(&self.rows_loaded),
+                &self.rows_loaded,
             ),
             (
                 "finstream_consumer_dead_letters_total",
                 "Poison messages committed to the dead-letter table.",
-                load(&self.dead_letters),
+                &self.dead_letters,
             ),
             (
                 "finstream_consumer_rows_lost_total",
                 "Committed rows PostgreSQL lost in a crash (asynchronous commit), loaded again.",
-                load(&self.rows_lost),
+                &self.rows_lost,
             ),
             (
                 "finstream_consumer_dead_letters_lost_total",
                 "Committed dead letters PostgreSQL lost in a crash, written again.",
-                load(&self.dead_letters_lost),
+                &self.dead_letters_lost,
             ),
             (
                 "finstream_consumer_batches_total",
                 "Transactions committed.",
-                s.batches,
+                &self.batches,
             ),
             (
                 "finstream_consumer_retries_total",
                 "Batches rolled back and retried.",
-                s.retries,
+                &self.retries,
             ),
             (
                 "finstream_consumer_postgres_errors_total",
                 "PostgreSQL failures (connection lost, server down).",
-                self.postgres_errors.load(Ordering::Relaxed),
+                &self.postgres_errors,
             ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+            t.scalar(Kind::Counter, name, help, load(v));
         }
-        let name = "finstream_consumer_gaps_total";
-        let _ = writeln!(
-            out,
-            "# HELP {name} Stored positions that did not fit their log (finstream_gaps).\n# TYPE {name} counter"
+        let mut gaps = t.family(
+            Kind::Counter,
+            "finstream_consumer_gaps_total",
+            "Stored positions that did not fit their log (finstream_gaps).",
         );
         for (kind, n) in GAP_KINDS.iter().zip(&self.gaps) {
-            let _ = writeln!(out, "{name}{{kind=\"{kind}\"}} {}", load(n));
+            gaps.sample(&[("kind", kind)], load(n));
         }
-        let _ = writeln!(
-            out,
-            "# HELP finstream_consumer_batch_seconds_total Time spent committing batches.\n# TYPE finstream_consumer_batch_seconds_total counter\nfinstream_consumer_batch_seconds_total {}",
-            self.batch_micros.load(Ordering::Relaxed) as f64 / 1e6
+        t.scalar(
+            Kind::Counter,
+            "finstream_consumer_batch_seconds_total",
+            "Time spent committing batches.",
+            load(&self.batch_micros) as f64 / 1e6,
         );
-        let _ = writeln!(
-            out,
-            "# HELP finstream_consumer_postgres_up Whether the last PostgreSQL contact succeeded.\n# TYPE finstream_consumer_postgres_up gauge\nfinstream_consumer_postgres_up {}",
-            u8::from(self.postgres_ok())
+        t.scalar(
+            Kind::Gauge,
+            "finstream_consumer_postgres_up",
+            "Whether the last PostgreSQL contact succeeded.",
+            u8::from(self.postgres_ok()),
         );
+        self.render_lag(t);
+    }
+
+    fn render_lag(&self, t: &mut Text) {
         let lag = self.lag();
         let gauges: [Gauge; 3] = [
             (
@@ -245,15 +248,10 @@ impl Stats {
                 |l| l.high_watermark,
             ),
         ];
-        // Kafka topic names are [a-zA-Z0-9._-]: nothing to escape in the labels.
         for (name, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+            let mut family = t.family(Kind::Gauge, name, help);
             for ((topic, p), l) in &lag {
-                let _ = writeln!(
-                    out,
-                    "{name}{{topic=\"{topic}\",partition=\"{p}\"}} {}",
-                    value(l)
-                );
+                family.sample(&[("topic", topic), ("partition", &p.to_string())], value(l));
             }
         }
     }
@@ -282,8 +280,9 @@ mod tests {
             },
         );
         stats.set_lag(lag);
-        let mut out = String::new();
-        stats.render(&mut out);
+        let mut t = Text::default();
+        stats.render(&mut t);
+        let out = t.finish();
         assert!(
             out.contains("finstream_consumer_lag{topic=\"tx\",partition=\"0\"} 60\n"),
             "{out}"
@@ -311,8 +310,9 @@ mod tests {
             ..Default::default()
         });
         stats.gap("past_end");
-        let mut out = String::new();
-        stats.render(&mut out);
+        let mut t = Text::default();
+        stats.render(&mut t);
+        let out = t.finish();
         for line in [
             "finstream_consumer_rows_loaded_total 100\n",
             "finstream_consumer_dead_letters_total 2\n",

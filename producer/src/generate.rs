@@ -123,6 +123,46 @@ fn date(day_of_year: u64) -> (u64, u64) {
     (12, 31)
 }
 
+/// A card purchase at a merchant: (description, amount).
+fn card_purchase(
+    rng: &mut Rng,
+    (month, day): (u64, u64),
+    (city, state): (&str, &str),
+) -> (String, f64) {
+    let m = rng.pick(MERCHANTS);
+    let amount = -(2.0 + (rng.unit() * 5.5).exp());
+    let d = if rng.below(2) == 0 {
+        format!("POS PURCHASE {m} {city} {state} CARD {}", rng.digits(4))
+    } else {
+        format!(
+            "CARD PURCHASE {month:02}{day:02} {m} {city} {state} CARD {}",
+            rng.digits(4)
+        )
+    };
+    (d, amount)
+}
+
+/// A Zelle payment to or from a person: (description, amount).
+fn zelle(rng: &mut Rng) -> (String, f64) {
+    let name = rng.pick(NAMES);
+    let amount = 5.0 + rng.unit() * 900.0;
+    if rng.below(2) == 0 {
+        (
+            format!("Zelle payment to {name} Conf# {}", rng.hex(10)),
+            -amount,
+        )
+    } else {
+        let memo = rng.pick(MEMOS);
+        (
+            format!(
+                "Zelle payment from {name} for \"{memo}\"; Conf# {}",
+                rng.hex(10)
+            ),
+            amount,
+        )
+    }
+}
+
 /// One transaction: (date, description, amount).
 pub fn transaction(rng: &mut Rng) -> (String, String, f64) {
     let (month, day) = date(rng.below(366));
@@ -130,38 +170,8 @@ pub fn transaction(rng: &mut Rng) -> (String, String, f64) {
     let (city, state) = *rng.pick(CITIES);
     let kind = rng.below(100);
     let (description, amount) = match kind {
-        0..=44 => {
-            let m = rng.pick(MERCHANTS);
-            let amount = -(2.0 + (rng.unit() * 5.5).exp());
-            let d = if rng.below(2) == 0 {
-                format!("POS PURCHASE {m} {city} {state} CARD {}", rng.digits(4))
-            } else {
-                format!(
-                    "CARD PURCHASE {month:02}{day:02} {m} {city} {state} CARD {}",
-                    rng.digits(4)
-                )
-            };
-            (d, amount)
-        }
-        45..=59 => {
-            let name = rng.pick(NAMES);
-            let amount = 5.0 + rng.unit() * 900.0;
-            if rng.below(2) == 0 {
-                (
-                    format!("Zelle payment to {name} Conf# {}", rng.hex(10)),
-                    -amount,
-                )
-            } else {
-                let memo = rng.pick(MEMOS);
-                (
-                    format!(
-                        "Zelle payment from {name} for \"{memo}\"; Conf# {}",
-                        rng.hex(10)
-                    ),
-                    amount,
-                )
-            }
-        }
+        0..=44 => card_purchase(rng, (month, day), (city, state)),
+        45..=59 => zelle(rng),
         60..=69 => (
             format!(
                 "ACH DEPOSIT {} PAYROLL PPD ID: {}",

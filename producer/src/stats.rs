@@ -1,6 +1,6 @@
 //! Live counters of a running producer, for the metrics endpoint and the status page.
 
-use std::fmt::Write;
+use finstream_promtext::{Kind, Text};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
@@ -73,7 +73,7 @@ impl Stats {
     }
 
     /// Prometheus text format.
-    pub fn render(&self, out: &mut String) {
+    pub fn render(&self, t: &mut Text) {
         let s = self.snapshot();
         let counters = [
             (
@@ -103,10 +103,7 @@ impl Stats {
             ),
         ];
         for (name, help, v) in counters {
-            let _ = writeln!(
-                out,
-                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}"
-            );
+            t.scalar(Kind::Counter, name, help, v);
         }
     }
 }
