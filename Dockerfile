@@ -14,14 +14,16 @@ COPY broker/Cargo.toml broker/
 COPY producer/Cargo.toml producer/
 COPY consumer/Cargo.toml consumer/
 COPY bench/Cargo.toml bench/
-RUN mkdir -p src broker/src producer/src consumer/src bench/src \
+COPY promtext/Cargo.toml promtext/
+COPY tests/lazyfs/Cargo.toml tests/lazyfs/
+RUN mkdir -p src broker/src producer/src consumer/src bench/src promtext/src tests/lazyfs/src \
  && echo 'fn main() {}' > src/main.rs && echo 'fn main() {}' > bench/src/main.rs \
- && touch broker/src/lib.rs producer/src/lib.rs consumer/src/lib.rs \
+ && touch broker/src/lib.rs producer/src/lib.rs consumer/src/lib.rs promtext/src/lib.rs tests/lazyfs/src/lib.rs \
  && touch producer/src/nltk_english_stopwords.txt \
  && cargo build --release -p finstream \
- && rm -rf src broker/src producer/src consumer/src bench/src
+ && rm -rf src broker/src producer/src consumer/src bench/src promtext/src tests/lazyfs/src
 COPY . .
-RUN touch src/main.rs broker/src/lib.rs producer/src/lib.rs consumer/src/lib.rs \
+RUN touch src/main.rs broker/src/lib.rs producer/src/lib.rs consumer/src/lib.rs promtext/src/lib.rs \
  && cargo build --release -p finstream \
  && strip target/release/finstream
 
