@@ -350,3 +350,108 @@ async fn acks_zero_and_one_are_served_and_auto_create_works() {
     }
     broker.shutdown().await.unwrap();
 }
+
+/// Counts the partitions a consumer had revoked.
+#[derive(Default)]
+struct RevokeCounter(std::sync::atomic::AtomicUsize);
+
+impl rdkafka::ClientContext for RevokeCounter {}
+
+impl rdkafka::consumer::ConsumerContext for RevokeCounter {
+    fn pre_rebalance(
+        &self,
+        _: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        if let rdkafka::consumer::Rebalance::Revoke(tpl) = rebalance {
+            self.0
+                .fetch_add(tpl.count(), std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+}
+
+type StaticConsumer = rdkafka::consumer::StreamConsumer<RevokeCounter>;
+
+fn static_member(bs: &str, instance: &str) -> StaticConsumer {
+    let mut c = client_config(bs);
+    c.set("group.id", "static-group")
+        .set("group.instance.id", instance)
+        .set("session.timeout.ms", "30000")
+        .set("heartbeat.interval.ms", "500")
+        .set("auto.offset.reset", "earliest");
+    let c: StaticConsumer = c
+        .create_with_context(RevokeCounter::default())
+        .expect("consumer");
+    c.subscribe(&["static-topic"]).expect("subscribe");
+    c
+}
+
+fn partitions_of(c: &StaticConsumer) -> Vec<i32> {
+    let mut ps: Vec<i32> = c
+        .assignment()
+        .map(|a| a.elements().iter().map(|e| e.partition()).collect())
+        .unwrap_or_default();
+    ps.sort_unstable();
+    ps
+}
+
+/// Polls both consumers until `done` holds, or fails after `WAIT`.
+async fn poll_until(
+    a: &StaticConsumer,
+    b: &StaticConsumer,
+    what: &str,
+    done: impl Fn(&StaticConsumer, &StaticConsumer) -> bool,
+) {
+    let deadline = Instant::now() + WAIT;
+    while !done(a, b) {
+        assert!(
+            Instant::now() < deadline,
+            "{what}: {:?} {:?}",
+            partitions_of(a),
+            partitions_of(b)
+        );
+        let _ = tokio::time::timeout(Duration::from_millis(100), a.recv()).await;
+        let _ = tokio::time::timeout(Duration::from_millis(100), b.recv()).await;
+    }
+}
+
+/// Static membership (KIP-345), as a user deploying consumers with `group.instance.id`
+/// relies on: a member that restarts within its session comes back to its own partitions,
+/// and the other member keeps consuming without a rebalance.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance() {
+    let broker = start_broker(None).await;
+    let bs = broker.bootstrap_servers();
+    create_topic(&bs, "static-topic", 4).await;
+    let a = static_member(&bs, "a");
+    let b = static_member(&bs, "b");
+    poll_until(&a, &b, "members never split the partitions", |a, b| {
+        let (pa, pb) = (partitions_of(a), partitions_of(b));
+        !pa.is_empty() && !pb.is_empty() && pa.len() + pb.len() == 4
+    })
+    .await;
+    let (a_before, b_before) = (partitions_of(&a), partitions_of(&b));
+    let revoked_before = a.context().0.load(std::sync::atomic::Ordering::SeqCst);
+
+    drop(b); // a static member leaves no LeaveGroup behind: its session holds its place
+    let b = static_member(&bs, "b");
+    poll_until(
+        &a,
+        &b,
+        "the restarted member never got its partitions",
+        |_, b| !partitions_of(b).is_empty(),
+    )
+    .await;
+    assert_eq!(partitions_of(&b), b_before, "the same partitions as before");
+    // a few more polls: a rebalance of `a`, if any, would show now
+    for _ in 0..10 {
+        let _ = tokio::time::timeout(Duration::from_millis(100), a.recv()).await;
+    }
+    assert_eq!(partitions_of(&a), a_before);
+    assert_eq!(
+        a.context().0.load(std::sync::atomic::Ordering::SeqCst),
+        revoked_before,
+        "the other member was not rebalanced"
+    );
+    broker.shutdown().await.unwrap();
+}

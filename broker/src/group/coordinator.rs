@@ -61,20 +61,15 @@ fn who_joins(
 ) -> Result<Joining, E> {
     match (new_id, &req.group_instance_id) {
         (Some(id), Some(instance)) => {
-            if let Some(old) = group.static_members.insert(instance.clone(), id.clone()) {
-                if let Some(m) = group.members.remove(&old) {
-                    if let Some(r) = m.pending_join {
-                        actions.push(Action::Join(
-                            r,
-                            JoinResult::error(E::FencedInstanceId, &old),
-                        ));
-                    }
-                    if let Some(r) = m.pending_sync {
-                        actions.push(Action::Sync(r, SyncResult::error(E::FencedInstanceId)));
-                    }
-                }
-                if group.leader.as_deref() == Some(old.as_str()) {
-                    group.leader = Some(id.clone());
+            let Some(old) = group.static_members.insert(instance.clone(), id.clone()) else {
+                return Ok(Joining::Member(id));
+            };
+            let leader_before = group.leader.clone().unwrap_or_default();
+            if group.replace_static_member(&old, &id, actions) {
+                if let Some(answer) =
+                    restart_in_place(group, &id, &leader_before, req, session, now)
+                {
+                    return Ok(Joining::Answered(answer));
                 }
             }
             Ok(Joining::Member(id))
@@ -97,6 +92,38 @@ fn who_joins(
             })
         }
     }
+}
+
+/// A static member restarting (a new incarnation replacing `id`'s previous one) in a stable
+/// group whose protocol it does not change keeps its assignment without a rebalance, as in
+/// Kafka: it gets the current generation, with the leader as it was before the replacement
+/// (JoinGroup v8 and older have no `skip_assignment`, so a restarted leader is told the old
+/// id and does not assign again) and then its assignment from SyncGroup. `None`: rebalance.
+fn restart_in_place(
+    group: &mut Group,
+    id: &str,
+    leader_before: &str,
+    req: &JoinRequest,
+    session: Millis,
+    now: Millis,
+) -> Option<JoinResult> {
+    if group.state != GroupState::Stable {
+        return None;
+    }
+    let member = group.members.get_mut(id)?;
+    member.refresh(req, session, now);
+    if group.next_protocol() != group.protocol {
+        return None;
+    }
+    Some(JoinResult {
+        error: None,
+        generation_id: group.generation,
+        protocol_type: group.protocol_type.clone(),
+        protocol_name: group.protocol.clone(),
+        leader: leader_before.to_string(),
+        member_id: id.to_string(),
+        members: Vec::new(),
+    })
 }
 
 /// All groups of the broker.

@@ -1,7 +1,9 @@
-//! Property test: random sequences of joins, syncs, heartbeats, leaves and time passing,
-//! driven by three model clients, keep the coordinator's invariants (one leader per
-//! generation, member lists only for the leader, assignments only to their member, silent
-//! members expire after their session unless parked).
+//! Property test: random sequences of joins, syncs, heartbeats, leaves, static members'
+//! restarts and time passing, driven by three model clients (one dynamic, two static), keep
+//! the coordinator's invariants: one leader per generation, member lists only for the
+//! leader, assignments only to their member, silent members expire after their session
+//! unless parked. A static member's incarnations are one identity: a restart in a stable
+//! group keeps the assignment addressed to the previous one.
 
 use super::*;
 use proptest::prelude::*;
@@ -13,6 +15,8 @@ enum Ev {
     Sync(usize),
     Heartbeat(usize),
     Leave(usize),
+    /// A static client restarts: a new incarnation, with no member id, joins.
+    Restart(usize),
     Advance(u64),
 }
 
@@ -22,12 +26,14 @@ fn ev() -> impl Strategy<Value = Ev> {
         (0..3usize).prop_map(Ev::Sync),
         (0..3usize).prop_map(Ev::Heartbeat),
         (0..3usize).prop_map(Ev::Leave),
+        (1..3usize).prop_map(Ev::Restart),
         (1..15_000u64).prop_map(Ev::Advance),
     ]
 }
 
 #[derive(Default, Clone)]
 struct Client {
+    instance: Option<String>,
     member_id: String,
     generation: i32,
     leader_members: Vec<String>,
@@ -48,7 +54,12 @@ struct Model {
 impl Model {
     fn new() -> Self {
         Model {
-            clients: vec![Client::default(); 3],
+            clients: (0..3)
+                .map(|i| Client {
+                    instance: (i > 0).then(|| format!("s{i}")),
+                    ..Client::default()
+                })
+                .collect(),
             now: 0,
             next_reply: 0,
             parked: HashMap::new(),
@@ -61,12 +72,20 @@ impl Model {
     fn send(&mut self, c: &mut Coordinator, e: &Ev) -> Vec<Action> {
         let now = self.now;
         match *e {
-            Ev::Join(i) => {
+            Ev::Join(i) | Ev::Restart(i) => {
+                if matches!(e, Ev::Restart(_)) {
+                    let instance = self.clients[i].instance.take();
+                    self.clients[i] = Client {
+                        instance,
+                        ..Client::default()
+                    };
+                }
                 let id = self.park(i, true);
                 if !id.is_empty() {
                     self.last_seen.insert(id.clone(), now);
                 }
-                c.join(now, self.next_reply, join_req(&id, None))
+                let instance = self.clients[i].instance.clone();
+                c.join(now, self.next_reply, join_req(&id, instance.as_deref()))
             }
             Ev::Sync(i) => {
                 self.park(i, false);
@@ -77,18 +96,21 @@ impl Model {
                     .iter()
                     .map(|m| (m.clone(), Bytes::from(m.clone())))
                     .collect();
-                let req = sync_req(&cl.member_id, cl.generation, assignments);
+                let mut req = sync_req(&cl.member_id, cl.generation, assignments);
+                req.group_instance_id.clone_from(&cl.instance);
                 c.sync(now, self.next_reply, req)
             }
             Ev::Heartbeat(i) => {
                 self.heard_from(c, i);
                 let cl = &self.clients[i];
-                let _ = c.heartbeat(now, "g", cl.generation, &cl.member_id, None);
+                let instance = cl.instance.as_deref();
+                let _ = c.heartbeat(now, "g", cl.generation, &cl.member_id, instance);
                 Vec::new()
             }
             Ev::Leave(i) => {
-                let id = self.clients[i].member_id.clone();
-                c.leave(now, "g", &[(id, None)]).1
+                let cl = &self.clients[i];
+                c.leave(now, "g", &[(cl.member_id.clone(), cl.instance.clone())])
+                    .1
             }
             Ev::Advance(dt) => {
                 self.now += dt;
@@ -127,13 +149,14 @@ impl Model {
         }
         self.clients[i].generation = res.generation_id;
         self.last_seen.insert(res.member_id.clone(), self.now);
-        // one leader per generation
+        // one leader per generation, and a member (static incarnations count as one)
+        let leader = identity(&res.leader);
         let l = self
             .leader_of_generation
             .entry(res.generation_id)
-            .or_insert_with(|| res.leader.clone());
-        prop_assert_eq!(&*l, &res.leader);
-        prop_assert!(members.contains(&res.leader));
+            .or_insert_with(|| leader.clone());
+        prop_assert_eq!(&*l, &leader);
+        prop_assert!(members.iter().any(|m| identity(m) == leader));
         // only the leader sees the member list, and it lists members only
         if res.member_id == res.leader {
             prop_assert!(!res.members.is_empty());
@@ -163,9 +186,10 @@ impl Model {
         if res.error.is_none() {
             // assignments go only to current members, and to the right one
             prop_assert!(members.contains(id));
-            if !res.assignment.is_empty() {
-                prop_assert_eq!(&res.assignment[..], id.as_bytes());
-            }
+            // the leader assigns to every member it was shown: none is left without one
+            // (a static restart must not take an assignment addressed to the old id away)
+            let addressed = String::from_utf8_lossy(&res.assignment);
+            prop_assert_eq!(identity(&addressed), identity(id));
         }
         Ok(())
     }
@@ -176,10 +200,12 @@ impl Model {
     /// answered after a newer one was parked.
     fn check_sessions(&self, members: &[String]) -> Result<(), TestCaseError> {
         for m in members {
-            let waiting = self
-                .parked
-                .values()
-                .any(|(i, _)| self.clients[*i].member_id == *m);
+            // (a static member is parked in its first JoinGroup before it knows its id)
+            let waiting = self.parked.values().any(|(i, _)| {
+                let cl = &self.clients[*i];
+                cl.member_id == *m
+                    || cl.member_id.is_empty() && cl.instance.as_deref() == Some(&identity(m))
+            });
             let seen = self.last_seen.get(m).copied().unwrap_or(0);
             prop_assert!(
                 waiting || self.now < seen + SESSION as Millis,
@@ -190,6 +216,15 @@ impl Model {
             );
         }
         Ok(())
+    }
+}
+
+/// Who a member id stands for: a static member's ids start with its instance id
+/// (`s1-…`, `s2-…`), and all its incarnations are one; a dynamic member is its id.
+fn identity(member_id: &str) -> String {
+    match member_id.split_once('-') {
+        Some((instance, _)) if instance.starts_with('s') => instance.to_string(),
+        _ => member_id.to_string(),
     }
 }
 

@@ -227,27 +227,102 @@ fn a_member_that_does_not_rejoin_is_dropped_at_the_rebalance_deadline() {
     assert_eq!(c.members("g"), vec![b]);
 }
 
+/// Two static members in a stable generation 2, assigned `A` and `B`; returns their ids.
+fn stable_static_pair(c: &mut Coordinator) -> (String, String) {
+    let s1 = only_join(c.join(0, 1, join_req("", Some("i1"))), 1);
+    assert_eq!(s1.error, None, "static members skip MEMBER_ID_REQUIRED");
+    let s1 = s1.member_id;
+    c.sync(0, 2, sync_req(&s1, 1, vec![]));
+    let parked = c.join(10, 3, join_req("", Some("i2")));
+    assert!(parked.is_empty());
+    let actions = c.join(20, 4, join_req(&s1, Some("i1")));
+    let s2 = only_join(actions, 3).member_id;
+    assert!(c.sync(30, 5, sync_req(&s2, 2, vec![])).is_empty());
+    let assignments = vec![
+        (s1.clone(), Bytes::from_static(b"A")),
+        (s2.clone(), Bytes::from_static(b"B")),
+    ];
+    c.sync(40, 6, sync_req(&s1, 2, assignments));
+    assert_eq!(c.generation("g"), Some((2, GroupState::Stable)));
+    (s1, s2)
+}
+
+/// Kafka's static membership: a restarted member (new incarnation, same
+/// `group.instance.id`) in a stable group gets the current generation and its previous
+/// assignment, and nobody else rebalances; the old incarnation is fenced.
 #[test]
-fn static_member_restart_replaces_and_fences_the_old_incarnation() {
+fn static_follower_restart_keeps_its_assignment_without_a_rebalance() {
     let mut c = coordinator();
-    let r1 = only_join(c.join(0, 1, join_req("", Some("consumer-1"))), 1);
-    assert_eq!(r1.error, None, "static members skip MEMBER_ID_REQUIRED");
-    let old = r1.member_id.clone();
-    c.sync(0, 2, sync_req(&old, 1, vec![]));
-    let r2 = only_join(c.join(5, 3, join_req("", Some("consumer-1"))), 3);
-    assert_eq!(r2.error, None);
-    assert_ne!(r2.member_id, old);
+    let (s1, s2) = stable_static_pair(&mut c);
+    let actions = c.join(100, 10, join_req("", Some("i2")));
+    assert_eq!(actions.len(), 1, "only the restarted member is answered");
+    let r = only_join(actions, 10);
+    assert_eq!(r.error, None);
+    assert_ne!(r.member_id, s2);
+    assert_eq!((r.generation_id, r.leader.as_str()), (2, s1.as_str()));
+    assert!(r.members.is_empty());
+    assert_eq!(c.generation("g"), Some((2, GroupState::Stable)));
+    assert_eq!(c.heartbeat(110, "g", 2, &s1, Some("i1")), Ok(()));
+    let sync = c.sync(120, 11, sync_req(&r.member_id, 2, vec![]));
     assert_eq!(
-        r2.leader, r2.member_id,
-        "leadership moves to the new incarnation"
+        sync_answer(&sync, 11).unwrap().assignment,
+        Bytes::from_static(b"B")
     );
     assert_eq!(
-        c.heartbeat(6, "g", r2.generation_id, &old, Some("consumer-1")),
+        c.heartbeat(130, "g", 2, &s2, Some("i2")),
         Err(E::FencedInstanceId)
     );
-    assert_eq!(c.members("g"), vec![r2.member_id.clone()]);
-    let (codes, _) = c.leave(7, "g", &[(old, Some("consumer-1".into()))]);
+    let (codes, _) = c.leave(140, "g", &[(s2, Some("i2".into()))]);
     assert_eq!(codes, vec![Err(E::FencedInstanceId)]);
+}
+
+/// A restarted leader is told the leader id it replaced (JoinGroup v8 and older have no
+/// `skip_assignment`), so it does not assign again; it leads the next rebalance.
+#[test]
+fn static_leader_restart_is_not_told_to_assign_but_leads_the_next_generation() {
+    let mut c = coordinator();
+    let (s1, s2) = stable_static_pair(&mut c);
+    let r = only_join(c.join(100, 10, join_req("", Some("i1"))), 10);
+    assert_eq!((r.generation_id, r.leader.as_str()), (2, s1.as_str()));
+    assert!(r.members.is_empty());
+    let sync = c.sync(110, 11, sync_req(&r.member_id, 2, vec![]));
+    assert_eq!(
+        sync_answer(&sync, 11).unwrap().assignment,
+        Bytes::from_static(b"A")
+    );
+    c.leave(120, "g", &[(s2, None)]);
+    let next = only_join(c.join(130, 12, join_req(&r.member_id, Some("i1"))), 12);
+    assert_eq!(next.generation_id, 3);
+    assert_eq!(next.leader, r.member_id);
+    assert_eq!(next.members.len(), 1);
+}
+
+/// A restart that would change the group's protocol, or one during the sync phase, rebalances.
+#[test]
+fn static_restart_rebalances_when_the_protocol_changes_or_during_sync() {
+    let mut c = coordinator();
+    stable_static_pair(&mut c);
+    let mut range_only = join_req("", Some("i1"));
+    range_only.protocols = vec![("range".into(), Bytes::from_static(b"meta-range"))];
+    assert!(
+        c.join(100, 10, range_only).is_empty(),
+        "parked for the rebalance"
+    );
+    assert_eq!(c.generation("g"), Some((2, GroupState::PreparingRebalance)));
+
+    let mut c = coordinator();
+    let s1 = only_join(c.join(0, 1, join_req("", Some("i1"))), 1).member_id;
+    c.sync(0, 2, sync_req(&s1, 1, vec![]));
+    c.join(10, 3, join_req("", Some("i2")));
+    let s2 = only_join(c.join(20, 4, join_req(&s1, Some("i1"))), 3).member_id;
+    assert!(c.sync(30, 5, sync_req(&s2, 2, vec![])).is_empty());
+    let actions = c.join(40, 6, join_req("", Some("i2")));
+    assert_eq!(
+        sync_answer(&actions, 5).map(|r| r.error),
+        Some(Some(E::FencedInstanceId)),
+        "the old incarnation's parked SyncGroup is fenced"
+    );
+    assert_eq!(c.generation("g"), Some((2, GroupState::PreparingRebalance)));
 }
 
 #[test]

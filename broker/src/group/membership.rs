@@ -35,6 +35,16 @@ impl Member {
     pub(super) fn supports(&self, protocol: &str) -> bool {
         self.protocols.iter().any(|(n, _)| n == protocol)
     }
+
+    /// Takes what a JoinGroup says about the member, and restarts its session.
+    pub(super) fn refresh(&mut self, req: &JoinRequest, session: Millis, now: Millis) {
+        self.client_id.clone_from(&req.client_id);
+        self.client_host.clone_from(&req.client_host);
+        self.session_timeout = session;
+        self.rebalance_timeout = (req.rebalance_timeout_ms.max(0) as Millis).max(session.min(1));
+        self.protocols.clone_from(&req.protocols);
+        self.last_heartbeat = now;
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -104,14 +114,45 @@ impl Group {
                 pending_sync: None,
                 joined_seq: seq,
             });
-        member.client_id = req.client_id;
-        member.client_host = req.client_host;
-        member.session_timeout = session;
-        member.rebalance_timeout = (req.rebalance_timeout_ms.max(0) as Millis).max(session.min(1));
-        member.protocols = req.protocols;
-        member.last_heartbeat = now;
+        member.refresh(&req, session, now);
         self.protocol_type = Some(req.protocol_type);
         member.pending_join.replace(reply)
+    }
+
+    /// Replaces a static member's previous incarnation `old` by `new_id` (Kafka's
+    /// `replaceStaticMember`): the member keeps its assignment and place in the joining
+    /// order, its parked requests are fenced, and leadership follows it.
+    pub(super) fn replace_static_member(
+        &mut self,
+        old: &str,
+        new_id: &str,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let Some(mut m) = self.members.remove(old) else {
+            return false;
+        };
+        if let Some(r) = m.pending_join.take() {
+            actions.push(Action::Join(r, JoinResult::error(E::FencedInstanceId, old)));
+        }
+        if let Some(r) = m.pending_sync.take() {
+            actions.push(Action::Sync(r, SyncResult::error(E::FencedInstanceId)));
+        }
+        self.members.insert(new_id.to_string(), m);
+        if self.leader.as_deref() == Some(old) {
+            self.leader = Some(new_id.to_string());
+        }
+        true
+    }
+
+    /// The protocol the next generation would use: the leader's most preferred one that
+    /// every member supports.
+    pub(super) fn next_protocol(&self) -> Option<String> {
+        let leader = self.members.get(self.leader.as_deref()?)?;
+        leader
+            .protocols
+            .iter()
+            .map(|(n, _)| n.clone())
+            .find(|n| self.members.values().all(|m| m.supports(n)))
     }
 
     pub(super) fn new() -> Self {
@@ -231,13 +272,7 @@ pub(super) fn complete_join(group: &mut Group, now: Millis, actions: &mut Vec<Ac
             .map(|(id, _)| id.clone());
     }
     let leader = group.leader.clone().unwrap_or_default();
-    // The leader's most preferred protocol that every member supports.
-    let protocol = group.members.get(&leader).and_then(|l| {
-        l.protocols
-            .iter()
-            .map(|(n, _)| n.clone())
-            .find(|n| group.members.values().all(|m| m.supports(n)))
-    });
+    let protocol = group.next_protocol();
     group.protocol = protocol.clone();
     group.state = GroupState::CompletingRebalance;
     let everyone = leader_view(group, protocol.as_deref().unwrap_or_default());
