@@ -102,8 +102,11 @@ fn consume_command(
 fn all_in_one_command(csv: &std::path::Path, data: &std::path::Path, extra: &[&str]) -> Command {
     let scaler = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("data/scaler.json");
     let mut c = Command::new(finstream_bin());
-    c.arg("all-in-one")
-        .args(extra)
+    c.arg("all-in-one");
+    if !extra.contains(&"--http") {
+        c.args(["--http", "127.0.0.1:0"]); // never the fixed default port
+    }
+    c.args(extra)
         .arg("--csv")
         .arg(csv)
         .arg("--data-dir")
@@ -515,7 +518,7 @@ fn all_in_one_serve_keeps_loading_until_ctrl_c() {
     generate_csv(&csv, 100, 7);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let db = rt.block_on(TestDb::new("serve"));
-    let mut child = all_in_one_command(
+    let child = all_in_one_command(
         &csv,
         &dir.path().join("data"),
         &[
@@ -530,7 +533,8 @@ fn all_in_one_serve_keeps_loading_until_ctrl_c() {
     .stdout(Stdio::piped())
     .spawn()
     .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut child = KillOnDrop(child);
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     let serving = lines.next().expect("a line").unwrap();
     let addr = serving
         .split("serving on ")
@@ -552,10 +556,10 @@ fn all_in_one_serve_keeps_loading_until_ctrl_c() {
         std::thread::sleep(Duration::from_millis(100));
     }
     Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
+        .args(["-INT", &child.0.id().to_string()])
         .status()
         .unwrap();
-    let status = child.wait().unwrap();
+    let status = child.0.wait().unwrap();
     assert!(status.success(), "Ctrl-C ends --serve cleanly: {status}");
     assert_eq!(rt.block_on(count_rows(&client, "transactions")), 102);
 }

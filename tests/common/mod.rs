@@ -86,6 +86,16 @@ pub fn wait_for_addresses(addrs: &Receiver<(String, String)>, keys: &[&str]) -> 
     keys.iter().map(|k| found[*k].clone()).collect()
 }
 
+/// A child process killed when the test ends, passed or failed.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `finstream broker` as a child process on a free port, with its HTTP endpoint on another.
 pub struct BinaryBroker {
     pub child: Child,
