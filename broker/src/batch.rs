@@ -20,6 +20,10 @@ pub const HEADER_LEN: usize = 61;
 const MAGIC_AT: usize = 16;
 const CRC_AT: usize = 17;
 const ATTRIBUTES_AT: usize = 21;
+/// Attribute bit of a transactional batch.
+pub(crate) const TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit of a control batch.
+pub(crate) const CONTROL: i16 = 0x20;
 /// Smallest possible encoded record (length, attributes, 2 deltas, key/value lengths, header count).
 const MIN_RECORD_LEN: usize = 7;
 
@@ -88,6 +92,10 @@ pub struct BatchInfo {
     pub base_sequence: i32,
     /// Number of records.
     pub record_count: i32,
+    /// Part of a transaction (attribute bit 4).
+    pub transactional: bool,
+    /// A control batch: a transaction marker written by the broker (attribute bit 5).
+    pub control: bool,
 }
 
 pub(crate) fn be_i64(b: &[u8], at: usize) -> i64 {
@@ -108,9 +116,10 @@ pub fn info(b: &[u8]) -> Option<BatchInfo> {
     if b.len() < HEADER_LEN {
         return None;
     }
+    let attributes = be_i16(b, ATTRIBUTES_AT);
     Some(BatchInfo {
         size: b.len(),
-        codec: (be_i16(b, ATTRIBUTES_AT) & 0x07) as u8,
+        codec: (attributes & 0x07) as u8,
         last_offset_delta: be_i32(b, 23),
         base_timestamp: be_i64(b, 27),
         max_timestamp: be_i64(b, 35),
@@ -118,6 +127,8 @@ pub fn info(b: &[u8]) -> Option<BatchInfo> {
         producer_epoch: be_i16(b, 51),
         base_sequence: be_i32(b, 53),
         record_count: be_i32(b, 57),
+        transactional: attributes & TRANSACTIONAL != 0,
+        control: attributes & CONTROL != 0,
     })
 }
 
@@ -140,8 +151,9 @@ pub fn base_offset(b: &[u8]) -> Option<i64> {
 }
 
 /// Validates the `records` field of one produce partition: exactly one RecordBatch v2,
-/// consistent lengths, a matching CRC32C, sane counts, no control or transactional
-/// batches, a known codec, and at most `max_bytes` bytes.
+/// consistent lengths, a matching CRC32C, sane counts, no control batches, transactional
+/// ones only from a producer id, a known codec, and at most `max_bytes` bytes. Whether a
+/// transactional batch belongs to an open transaction is for the transaction coordinator.
 pub fn validate(records: &[u8], max_bytes: usize) -> Result<BatchInfo, BatchError> {
     if records.len() > MAGIC_AT {
         let magic = records[MAGIC_AT] as i8;
@@ -173,7 +185,6 @@ pub fn validate(records: &[u8], max_bytes: usize) -> Result<BatchInfo, BatchErro
     if expected != actual {
         return Err(BatchError::Crc { expected, actual });
     }
-    let attributes = be_i16(records, ATTRIBUTES_AT);
     let info = info(records).ok_or_else(|| BatchError::Corrupt("short header".into()))?;
     if info.codec > 4 {
         return Err(BatchError::Invalid(format!(
@@ -181,12 +192,12 @@ pub fn validate(records: &[u8], max_bytes: usize) -> Result<BatchInfo, BatchErro
             info.codec
         )));
     }
-    if attributes & 0x10 != 0 {
+    if info.transactional && info.producer_id < 0 {
         return Err(BatchError::Invalid(
-            "transactional batches are not supported by this broker".into(),
+            "a transactional batch without a producer id".into(),
         ));
     }
-    if attributes & 0x20 != 0 {
+    if info.control {
         return Err(BatchError::Invalid(
             "control batches may not be produced by clients".into(),
         ));
@@ -280,7 +291,7 @@ pub fn first_record_at_or_after(batch: &[u8], target: i64) -> Option<(i64, i64)>
 }
 
 /// Zig-zag varint (Kafka `varint`/`varlong`), at most 10 bytes.
-fn read_varint(buf: &mut &[u8]) -> Option<i64> {
+pub(crate) fn read_varint(buf: &mut &[u8]) -> Option<i64> {
     let mut value: u64 = 0;
     for i in 0..10 {
         let (&b, rest) = buf.split_first()?;
@@ -296,7 +307,7 @@ fn read_varint(buf: &mut &[u8]) -> Option<i64> {
 /// No idempotent producer: producer id -1, epoch -1, sequence -1.
 pub const NO_PRODUCER: (i64, i16, i32) = (-1, -1, -1);
 
-fn write_varint(out: &mut Vec<u8>, v: i64) {
+pub(crate) fn write_varint(out: &mut Vec<u8>, v: i64) {
     let mut z = ((v << 1) ^ (v >> 63)) as u64;
     loop {
         let b = (z & 0x7f) as u8;

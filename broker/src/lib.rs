@@ -20,6 +20,7 @@ pub mod batch;
 pub(crate) mod budget;
 pub mod config;
 pub(crate) mod connection;
+pub(crate) mod control;
 pub(crate) mod disk;
 pub mod error;
 pub(crate) mod flush;

@@ -107,6 +107,14 @@ impl ProducerEntry {
         });
     }
 
+    /// Records a transaction marker of `epoch`: a newer epoch starts with no batches.
+    pub fn mark(&mut self, epoch: i16) {
+        if epoch > self.epoch {
+            self.epoch = epoch;
+            self.batches.clear();
+        }
+    }
+
     /// Serialises for storage: epoch, count, then (first, last, offset) per batch.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(3 + self.batches.len() * 16);

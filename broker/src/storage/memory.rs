@@ -5,7 +5,8 @@ use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 
-use super::{collect_batches, idempotence, Appended, Log, MetaRecord, Store, TopicMeta};
+use super::txn_index::SharedTxnIndex;
+use super::{admit, collect_batches, Appended, Log, MetaRecord, Store, TopicMeta};
 use crate::batch::{self, BatchInfo};
 use crate::error::StorageError;
 use crate::producer_state::ProducerEntry;
@@ -15,6 +16,7 @@ use crate::producer_state::ProducerEntry;
 pub struct MemoryLog {
     batches: RwLock<BTreeMap<i64, Bytes>>,
     next: Mutex<(i64, HashMap<i64, ProducerEntry>)>,
+    txns: SharedTxnIndex,
 }
 
 impl Log for MemoryLog {
@@ -22,14 +24,15 @@ impl Log for MemoryLog {
         let mut guard = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let (next, producers) = &mut *guard;
         let base = *next;
-        if info.producer_id >= 0 {
-            match idempotence(producers.get(&info.producer_id), info, base) {
-                Ok(entry) => {
-                    producers.insert(info.producer_id, entry);
-                }
+        let (producer, change) =
+            match admit(producers.get(&info.producer_id), &self.txns, b, info, base) {
+                Ok(admitted) => admitted,
                 Err(answer) => return Ok(answer),
-            }
+            };
+        if let Some(entry) = producer {
+            producers.insert(info.producer_id, entry);
         }
+        self.txns.apply(change);
         let stored = batch::with_base_offset(b, base);
         self.batches
             .write()
@@ -77,6 +80,10 @@ impl Log for MemoryLog {
             }
         }
         Ok(None)
+    }
+
+    fn txn_index(&self) -> &SharedTxnIndex {
+        &self.txns
     }
 }
 

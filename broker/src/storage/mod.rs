@@ -22,6 +22,7 @@ pub mod memory;
 pub mod meta;
 pub mod segments;
 pub mod sled;
+pub mod txn_index;
 
 use std::sync::Arc;
 
@@ -30,6 +31,7 @@ use bytes::Bytes;
 use crate::batch::BatchInfo;
 use crate::error::StorageError;
 use crate::producer_state::{self, Check, ProducerEntry};
+use txn_index::{SharedTxnIndex, TxnChange};
 
 /// A metadata record: key and value.
 pub type MetaRecord = (Vec<u8>, Vec<u8>);
@@ -79,6 +81,10 @@ pub trait Log: Send + Sync {
     /// `(offset, timestamp)` of the first record with a timestamp `>= ts`, or `None` if
     /// every record is older.
     fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError>;
+
+    /// The log's transaction index: open transactions and aborted ranges, kept with every
+    /// append and recovered with the log.
+    fn txn_index(&self) -> &SharedTxnIndex;
 }
 
 /// The set of logs plus broker metadata, persisted together.
@@ -146,14 +152,42 @@ pub fn open(
     })
 }
 
-/// Idempotence decision shared by both stores, for a batch that would be stored at `base`:
-/// `Ok(entry)` means append it and keep `entry` as the producer's new state; `Err(answer)`
-/// means answer without appending (duplicate or rejection).
+/// What appending batch `b` at `base` changes, decided under a log's append lock: the
+/// producer's new state (for batches with a producer id) and the transaction index's
+/// change. `Err(answer)` means answer without appending (duplicate or rejection).
+pub(crate) fn admit(
+    entry: Option<&ProducerEntry>,
+    txns: &SharedTxnIndex,
+    b: &[u8],
+    info: &BatchInfo,
+    base: i64,
+) -> Result<(Option<ProducerEntry>, TxnChange), Appended> {
+    if info.producer_id < 0 {
+        return Ok((None, TxnChange::None));
+    }
+    let marker = if info.control {
+        crate::control::marker_of(b)
+    } else {
+        None
+    };
+    let producer = idempotence(entry, info, base)?;
+    Ok((Some(producer), txns.change(base, info, marker)))
+}
+
+/// Idempotence decision for a batch that would be stored at `base`: `Ok(entry)` means
+/// append it and keep `entry` as the producer's new state; `Err(answer)` means answer
+/// without appending (duplicate or rejection). A transaction marker carries no sequence
+/// numbers: it only moves the producer to its epoch.
 pub(crate) fn idempotence(
     entry: Option<&ProducerEntry>,
     info: &BatchInfo,
     base: i64,
 ) -> Result<ProducerEntry, Appended> {
+    if info.control {
+        let mut updated = entry.cloned().unwrap_or_default();
+        updated.mark(info.producer_epoch);
+        return Ok(updated);
+    }
     let last = producer_state::last_seq(info.base_sequence, info.record_count);
     match producer_state::check(entry, info.producer_epoch, info.base_sequence, last) {
         Check::Append => {
@@ -310,6 +344,62 @@ pub(crate) mod contract {
             append(&*idem, &idempotent_batch(&[b"d"], 7, 0, 3)),
             Appended::At(3)
         );
+    }
+
+    /// A transactional batch of producer `pid` at `epoch` with sequence `seq`.
+    pub(crate) fn txn_batch(value: &[u8], pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
+        let mut b = idempotent_batch(&[value], pid, epoch, seq);
+        b[21..23].copy_from_slice(&crate::batch::TRANSACTIONAL.to_be_bytes());
+        let crc = crc32c::crc32c(&b[21..]);
+        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        b
+    }
+
+    /// Markers and the transaction index survive closing and reopening the store: an
+    /// aborted range stays listed, an open transaction still holds the stable offset, the
+    /// marker's epoch still fences the producer's older epoch.
+    pub(crate) fn transactions_survive_reopen(open: &dyn Fn() -> Box<dyn Store>) {
+        use crate::control::{marker_batch, Marker};
+        use txn_index::AbortedTxn;
+        let meta = TopicMeta {
+            name: "tx".into(),
+            id: [4; 16],
+            partitions: 1,
+        };
+        {
+            let store = open();
+            store.create_topic(&meta).unwrap();
+            let log = store.open_log("tx", 0).unwrap();
+            assert_eq!(append(&*log, &txn_batch(b"a", 5, 0, 0)), Appended::At(0));
+            assert_eq!(append(&*log, &txn_batch(b"b", 6, 0, 0)), Appended::At(1));
+            assert_eq!(append(&*log, &txn_batch(b"c", 5, 0, 1)), Appended::At(2));
+            let abort = marker_batch(5, 1, Marker::Abort, 0);
+            let info = crate::batch::info(&abort).unwrap();
+            assert_eq!(log.append(&abort, &info).unwrap(), Appended::At(3));
+            assert_eq!(log.txn_index().first_unstable(), Some(1));
+            store.sync().unwrap();
+        }
+        let store = open();
+        let log = store.open_log("tx", 0).unwrap();
+        assert_eq!(log.log_end_offset(), 4);
+        let index = log.txn_index();
+        assert_eq!(index.first_unstable(), Some(1));
+        let aborted = AbortedTxn {
+            producer_id: 5,
+            first_offset: 0,
+            last_offset: 3,
+        };
+        assert_eq!(index.aborted(0, 4), vec![aborted]);
+        // the abort marker moved producer 5 to epoch 1: epoch 0 is fenced
+        assert_eq!(
+            append(&*log, &txn_batch(b"d", 5, 0, 2)),
+            Appended::Rejected(kafka_protocol::ResponseError::InvalidProducerEpoch)
+        );
+        let commit = marker_batch(6, 0, Marker::Commit, 0);
+        let info = crate::batch::info(&commit).unwrap();
+        assert_eq!(log.append(&commit, &info).unwrap(), Appended::At(4));
+        assert_eq!(log.txn_index().first_unstable(), None);
+        assert_eq!(log.txn_index().aborted(0, 5), vec![aborted]);
     }
 
     /// `log` answers every read and time lookup exactly as an in-memory log holding the

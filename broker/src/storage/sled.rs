@@ -5,8 +5,10 @@
 //!
 //! Layout: tree `meta` ([`SledMeta`]); each partition has a tree `log/<topic>/<partition>` with
 //! `b<base offset BE><chunk BE u16>` -> up to [`CHUNK`] bytes of the batch,
-//! `t<base offset BE>` -> the batch's max timestamp (a time index), and for idempotent
-//! producers `p<producer id BE>` -> their sequence state, all written together by one
+//! `t<base offset BE>` -> the batch's max timestamp (a time index), for idempotent
+//! producers `p<producer id BE>` -> their sequence state, and the transaction index:
+//! `o<producer id BE>` -> the first offset of its open transaction, `a<marker offset BE>
+//! <producer id BE>` -> the first offset of an aborted one; all written together by one
 //! atomic `apply_batch`.
 //!
 //! Why chunks: sled writes any log item larger than a quarter of its segment into a separate
@@ -23,7 +25,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use super::meta::{Durable, LogSet, SledMeta};
-use super::{collect_batches, idempotence, Appended, Log};
+use super::txn_index::{AbortedTxn, SharedTxnIndex, TxnChange, TxnIndex};
+use super::{admit, collect_batches, Appended, Log};
 use crate::batch::{self, BatchInfo};
 use crate::error::StorageError;
 use crate::producer_state::ProducerEntry;
@@ -70,6 +73,7 @@ pub struct SledLog {
     /// offsets are dense.
     next: Mutex<(i64, HashMap<i64, ProducerEntry>)>,
     start: i64,
+    txns: SharedTxnIndex,
 }
 
 impl SledLog {
@@ -106,11 +110,13 @@ impl SledLog {
             })?;
             producers.insert(pid, entry);
         }
+        let txns = SharedTxnIndex::new(recover_txn_index(&tree, &name)?);
         Ok(SledLog {
             name,
             tree,
             next: Mutex::new((next, producers)),
             start,
+            txns,
         })
     }
 
@@ -169,16 +175,15 @@ impl Log for SledLog {
         let (next, producers) = &mut *guard;
         let base = *next;
         let mut ops = sled::Batch::default();
-        let mut producer = None;
-        if info.producer_id >= 0 {
-            match idempotence(producers.get(&info.producer_id), info, base) {
-                Ok(entry) => {
-                    ops.insert(&key(b'p', info.producer_id), entry.encode());
-                    producer = Some(entry);
-                }
+        let (producer, change) =
+            match admit(producers.get(&info.producer_id), &self.txns, b, info, base) {
+                Ok(admitted) => admitted,
                 Err(answer) => return Ok(answer),
-            }
+            };
+        if let Some(entry) = &producer {
+            ops.insert(&key(b'p', info.producer_id), entry.encode());
         }
+        store_txn_change(&mut ops, change);
         let stored = batch::with_base_offset(b, base);
         for (i, chunk) in stored.chunks(CHUNK).enumerate() {
             ops.insert(&chunk_key(base, i as u16), chunk);
@@ -188,6 +193,7 @@ impl Log for SledLog {
         if let Some(entry) = producer {
             producers.insert(info.producer_id, entry);
         }
+        self.txns.apply(change);
         *next = base + i64::from(info.last_offset_delta) + 1;
         Ok(Appended::At(base))
     }
@@ -232,6 +238,68 @@ impl Log for SledLog {
         }
         Ok(None)
     }
+
+    fn txn_index(&self) -> &SharedTxnIndex {
+        &self.txns
+    }
+}
+
+fn aborted_key(a: &AbortedTxn) -> [u8; 17] {
+    let mut k = [0u8; 17];
+    k[..9].copy_from_slice(&key(b'a', a.last_offset));
+    k[9..].copy_from_slice(&(a.producer_id as u64).to_be_bytes());
+    k
+}
+
+/// Adds a transaction index change to the batch's atomic write.
+fn store_txn_change(ops: &mut sled::Batch, change: TxnChange) {
+    match change {
+        TxnChange::None => {}
+        TxnChange::Begin {
+            producer_id,
+            first_offset,
+        } => ops.insert(&key(b'o', producer_id), &first_offset.to_be_bytes()),
+        TxnChange::End {
+            producer_id,
+            aborted,
+        } => {
+            ops.remove(&key(b'o', producer_id));
+            if let Some(a) = aborted {
+                ops.insert(&aborted_key(&a), &a.first_offset.to_be_bytes());
+            }
+        }
+    }
+}
+
+fn offset_value(v: &[u8], name: &str) -> Result<i64, StorageError> {
+    let raw: [u8; 8] = v.try_into().map_err(|_| StorageError::Corrupt {
+        what: name.to_string(),
+        detail: "transaction index entry is not 8 bytes".into(),
+    })?;
+    Ok(i64::from_be_bytes(raw))
+}
+
+/// Reads a log tree's transaction index.
+fn recover_txn_index(tree: &sled::Tree, name: &str) -> Result<TxnIndex, StorageError> {
+    let mut open = std::collections::BTreeMap::new();
+    for item in tree.scan_prefix(b"o") {
+        let (k, v) = item?;
+        open.insert(key_offset(&k, name)?, offset_value(&v, name)?);
+    }
+    let mut aborted = Vec::new();
+    for item in tree.scan_prefix(b"a") {
+        let (k, v) = item?;
+        let pid = k.get(9..17).ok_or_else(|| StorageError::Corrupt {
+            what: name.to_string(),
+            detail: format!("aborted transaction key of {} bytes", k.len()),
+        })?;
+        aborted.push(AbortedTxn {
+            producer_id: offset_value(pid, name)?,
+            first_offset: offset_value(&v, name)?,
+            last_offset: key_offset(&k, name)?,
+        });
+    }
+    Ok(TxnIndex::from_parts(open, aborted))
 }
 
 /// sled-backed store of a data directory: metadata and batches all in one sled database
@@ -323,6 +391,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SledStore::open(dir.path(), 8 << 20).unwrap();
         super::super::contract::append_read_and_offsets(&store);
+    }
+
+    #[test]
+    fn keeps_the_transaction_index_after_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        contract::transactions_survive_reopen(&|| {
+            Box::new(SledStore::open(dir.path(), 8 << 20).unwrap())
+        });
     }
 
     #[test]

@@ -16,7 +16,8 @@ use crate::batch::{self, BatchInfo};
 use crate::error::StorageError;
 use crate::producer_state::ProducerEntry;
 use crate::storage::sync_dir;
-use crate::storage::{idempotence, Appended, Log};
+use crate::storage::txn_index::{SharedTxnIndex, TxnIndex};
+use crate::storage::{admit, Appended, Log};
 
 /// One entry of the sparse index: the batches from `pos` up to the next entry's.
 #[derive(Debug, Clone, Copy)]
@@ -80,6 +81,8 @@ pub struct SegmentLog {
     pub(super) start_offset: i64,
     /// Written since the last sync.
     pub(super) dirty: AtomicBool,
+    /// Open and aborted transactions, rebuilt by the recovery scan.
+    pub(super) txns: SharedTxnIndex,
 }
 
 impl SegmentLog {
@@ -89,6 +92,7 @@ impl SegmentLog {
         let count = found.len();
         let mut segments = Vec::with_capacity(count);
         let mut producers: HashMap<i64, ProducerEntry> = HashMap::new();
+        let mut txns = TxnIndex::default();
         let mut next = found.first().map_or(0, |f| f.0);
         for (i, (base, path)) in found.into_iter().enumerate() {
             if base != next {
@@ -105,7 +109,7 @@ impl SegmentLog {
                 path,
                 last,
                 &mut next,
-                &mut producers,
+                (&mut producers, &mut txns),
             )?);
         }
         let (Some(first), Some(active)) = (segments.first(), segments.last()) else {
@@ -131,6 +135,7 @@ impl SegmentLog {
             end_offset: AtomicI64::new(next),
             start_offset,
             dirty: AtomicBool::new(false),
+            txns: SharedTxnIndex::new(txns),
         })
     }
 
@@ -227,13 +232,16 @@ impl Log for SegmentLog {
             });
         }
         let base = w.next;
-        let mut producer = None;
-        if info.producer_id >= 0 {
-            match idempotence(w.producers.get(&info.producer_id), info, base) {
-                Ok(entry) => producer = Some(entry),
-                Err(answer) => return Ok(answer),
-            }
-        }
+        let (producer, change) = match admit(
+            w.producers.get(&info.producer_id),
+            &self.txns,
+            b,
+            info,
+            base,
+        ) {
+            Ok(admitted) => admitted,
+            Err(answer) => return Ok(answer),
+        };
         let len = b.len() as u64;
         let pos = {
             let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
@@ -264,6 +272,7 @@ impl Log for SegmentLog {
         if let Some(entry) = producer {
             w.producers.insert(info.producer_id, entry);
         }
+        self.txns.apply(change);
         w.next = base + i64::from(info.last_offset_delta) + 1;
         self.end_offset.store(w.next, Ordering::Release);
         self.dirty.store(true, Ordering::Release);
@@ -367,6 +376,10 @@ impl Log for SegmentLog {
             ),
         })
     }
+
+    fn txn_index(&self) -> &SharedTxnIndex {
+        &self.txns
+    }
 }
 
 /// The segment files of a log directory by base offset, creating the directory and a first
@@ -410,7 +423,7 @@ fn recover_segment(
     path: PathBuf,
     last: bool,
     next: &mut i64,
-    producers: &mut HashMap<i64, ProducerEntry>,
+    state: (&mut HashMap<i64, ProducerEntry>, &mut TxnIndex),
 ) -> Result<Segment, StorageError> {
     let file = OpenOptions::new()
         .read(true)
@@ -426,7 +439,7 @@ fn recover_segment(
         index: Vec::new(),
         since_index: 0,
     };
-    let Some(problem) = scan(&mut segment, len, last, next, producers)? else {
+    let Some(problem) = scan(&mut segment, len, last, next, state)? else {
         return Ok(segment);
     };
     if !last {

@@ -1,5 +1,6 @@
-//! The recovery scan: walks a segment's batch headers at open, rebuilding the sparse index
-//! and the idempotent producers' state, and says where a torn tail starts.
+//! The recovery scan: walks a segment's batch headers at open, rebuilding the sparse index,
+//! the idempotent producers' state and the transaction index (reading the few bytes of each
+//! marker), and says where a torn tail starts.
 
 use std::collections::HashMap;
 
@@ -7,11 +8,13 @@ use super::file::{header, Cursor};
 use super::log::Segment;
 use super::SCAN_READ_AHEAD;
 use crate::batch;
+use crate::control;
 use crate::error::StorageError;
 use crate::producer_state::{self, ProducerEntry};
+use crate::storage::txn_index::TxnIndex;
 
-/// Walks the batches of `segment` (file length `len`) from its start, filling its index and
-/// the producers' state, advancing `next`. With `verify`, each batch's CRC is checked too.
+/// Walks the batches of `segment` (file length `len`) from its start, filling its index,
+/// the producers' state and the transaction index, advancing `next`. With `verify`, each batch's CRC is checked too.
 /// Stops at the first bad or cut-off batch and says what was wrong with it;
 /// `segment.end` is then where the good batches end.
 pub(super) fn scan(
@@ -19,7 +22,7 @@ pub(super) fn scan(
     len: u64,
     verify: bool,
     next: &mut i64,
-    producers: &mut HashMap<i64, ProducerEntry>,
+    (producers, txns): (&mut HashMap<i64, ProducerEntry>, &mut TxnIndex),
 ) -> Result<Option<String>, StorageError> {
     let file = segment.file.clone();
     let path = segment.path.clone();
@@ -52,13 +55,21 @@ pub(super) fn scan(
         }
         let info = h.info;
         if info.producer_id >= 0 {
-            let last = producer_state::last_seq(info.base_sequence, info.record_count);
-            producers.entry(info.producer_id).or_default().record(
-                info.producer_epoch,
-                info.base_sequence,
-                last,
-                h.base,
-            );
+            let marker = if info.control {
+                cur.get(pos, h.len, SCAN_READ_AHEAD)?
+                    .and_then(|b| control::marker_of(&b))
+            } else {
+                None
+            };
+            let entry = producers.entry(info.producer_id).or_default();
+            if info.control {
+                entry.mark(info.producer_epoch);
+            } else {
+                let last = producer_state::last_seq(info.base_sequence, info.record_count);
+                entry.record(info.producer_epoch, info.base_sequence, last, h.base);
+            }
+            let change = txns.change(h.base, &info, marker);
+            txns.apply(change);
         }
         segment.index_batch(h.base, pos, h.len, info.max_timestamp);
         *next = h.base + i64::from(info.last_offset_delta) + 1;

@@ -50,6 +50,14 @@ fn recovers_topics_offsets_and_cluster_id_after_reopen() {
 }
 
 #[test]
+fn recovers_the_transaction_index_after_reopen() {
+    for segment_bytes in [DEFAULT_SEGMENT_BYTES, 100] {
+        let dir = tempfile::tempdir().unwrap();
+        contract::transactions_survive_reopen(&|| Box::new(open_store(dir.path(), segment_bytes)));
+    }
+}
+
+#[test]
 fn reads_match_an_in_memory_log_across_segments_before_and_after_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let before = {
