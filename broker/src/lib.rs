@@ -37,6 +37,7 @@ pub(crate) mod state;
 pub(crate) mod storage;
 pub(crate) mod tls;
 pub(crate) mod topic_name;
+pub(crate) mod txn;
 mod view;
 
 use std::net::SocketAddr;
