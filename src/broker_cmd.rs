@@ -47,6 +47,13 @@ pub struct BrokerArgs {
         default_value_t = 1000
     )]
     pub group_initial_rebalance_delay_ms: u64,
+    /// Largest transaction.timeout.ms a transactional producer may ask for (Kafka's
+    /// transaction.max.timeout.ms).
+    #[arg(long, env = "FINSTREAM_TRANSACTION_MAX_TIMEOUT_MS", default_value_t = 900_000, value_parser = clap::value_parser!(u64).range(1..=u64::from(u32::MAX)))]
+    pub transaction_max_timeout_ms: u64,
+    /// How often (ms) open transactions are checked against their timeout and aborted.
+    #[arg(long, env = "FINSTREAM_TRANSACTION_CHECK_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub transaction_check_interval_ms: u64,
     /// Most concurrent client connections.
     #[arg(long, env = "FINSTREAM_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -131,6 +138,8 @@ impl BrokerArgs {
                 self.group_initial_rebalance_delay_ms,
             ),
             idle_timeout: Duration::from_millis(self.idle_timeout_ms),
+            transaction_max_timeout: Duration::from_millis(self.transaction_max_timeout_ms),
+            transaction_check_interval: Duration::from_millis(self.transaction_check_interval_ms),
             cache_bytes: self.cache_mb * 1024 * 1024,
             storage_format: StorageFormat::from_name(&self.storage_format).ok_or_else(|| {
                 anyhow::anyhow!("unknown --storage-format {}", self.storage_format)

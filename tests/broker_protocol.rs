@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::*;
 use kafka_protocol::messages::{ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId};
-use kafka_protocol::protocol::StrBytes;
 use rdkafka::admin::AdminOptions;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::RDKafkaErrorCode;
@@ -107,27 +106,6 @@ fn idempotent_retries_are_acknowledged_once_and_gaps_refused_even_after_restart(
         pid2 > pid,
         "producer ids never repeat after a restart ({pid2} after {pid})"
     );
-}
-
-#[test]
-fn transactional_producers_are_refused_clearly() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = BinaryBroker::start(dir.path());
-    let mut c = RawClient::connect(&broker.addr);
-    let r: InitProducerIdResponse = c.call(
-        ApiKey::InitProducerId,
-        4,
-        &InitProducerIdRequest::default()
-            .with_transactional_id(Some(kafka_protocol::messages::TransactionalId(
-                StrBytes::from_static_str("tx-1"),
-            )))
-            .with_transaction_timeout_ms(60000)
-            .with_producer_id(ProducerId(-1))
-            .with_producer_epoch(-1),
-    );
-    assert_eq!(r.error_code, 42, "INVALID_REQUEST");
-    // a non-transactional producer on the same connection still works
-    init_producer_id(&mut c);
 }
 
 fn group_consumer(bs: &str, group: &str) -> StreamConsumer {

@@ -376,6 +376,15 @@ pub fn batch_of_records(
     b.to_vec()
 }
 
+/// Marks an encoded batch (at least [`HEADER_LEN`] bytes) as transactional and fixes its
+/// CRC, for tools and tests that speak the protocol directly.
+pub fn set_transactional(b: &mut [u8]) {
+    let attributes = be_i16(b, ATTRIBUTES_AT) | TRANSACTIONAL;
+    b[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    let crc = crc32c::crc32c(&b[ATTRIBUTES_AT..]);
+    b[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

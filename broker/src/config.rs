@@ -40,6 +40,12 @@ pub struct BrokerConfig {
     /// its client knows the topic's partitions, and the rejoin that follows is where
     /// kafka-python loses its assignment (docs/RELIABILITY.md).
     pub group_initial_rebalance_delay: Duration,
+    /// Largest `transaction.timeout.ms` a transactional producer may ask for (Kafka's
+    /// `transaction.max.timeout.ms`, default 15 minutes).
+    pub transaction_max_timeout: Duration,
+    /// How often open transactions are checked for their timeout (Kafka's
+    /// `transaction.abort.timed.out.transaction.cleanup.interval.ms` is 10 s; default 1 s).
+    pub transaction_check_interval: Duration,
     /// sled page cache size in bytes.
     pub cache_bytes: u64,
     /// Storage format of a new data directory (an existing one keeps its own).
@@ -80,6 +86,8 @@ impl Default for BrokerConfig {
             idle_timeout: Duration::from_secs(600),
             node_id: 1,
             group_initial_rebalance_delay: Duration::from_secs(1),
+            transaction_max_timeout: Duration::from_secs(900),
+            transaction_check_interval: Duration::from_secs(1),
             cache_bytes: 64 * 1024 * 1024,
             storage_format: StorageFormat::default(),
             segment_bytes: DEFAULT_SEGMENT_BYTES,

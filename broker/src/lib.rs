@@ -23,6 +23,7 @@ pub(crate) mod connection;
 pub(crate) mod control;
 pub(crate) mod disk;
 pub mod error;
+pub(crate) mod failpoint;
 pub(crate) mod flush;
 pub(crate) mod frame;
 #[doc(hidden)]
@@ -157,6 +158,7 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
     let advertised = advertised(&config, local_addr)?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = State::recover(config, store, advertised, shutdown_rx.clone())?;
+    api::txn_complete::spawn_ticker(&state);
     tracing::info!(
         listen = %local_addr,
         advertised = %format!("{}:{}", state.advertised.0, state.advertised.1),

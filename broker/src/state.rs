@@ -14,6 +14,8 @@ use crate::group::service::GroupService;
 use crate::metrics::BrokerMetrics;
 use crate::storage::{Log, Store, TopicMeta};
 pub use crate::topic_name::validate_topic_name;
+use crate::txn::coordinator::TxnConfig;
+use crate::txn::service::TxnService;
 use finstream_promtext::{Kind, Text};
 
 const PRODUCER_ID_KEY: &[u8] = b"producer_id/last";
@@ -34,6 +36,17 @@ impl Partition {
     /// The high watermark: everything below it has been flushed to disk.
     pub fn high_watermark(&self) -> i64 {
         self.hw.get()
+    }
+
+    /// The last stable offset: the high watermark, or the first offset of the earliest
+    /// transaction still open in the partition if that is lower. read_committed readers
+    /// see only what is below it.
+    pub fn last_stable_offset(&self) -> i64 {
+        let hw = self.high_watermark();
+        self.log
+            .txn_index()
+            .first_unstable()
+            .map_or(hw, |first| first.min(hw))
     }
 
     /// The handle the flusher advances.
@@ -104,6 +117,8 @@ pub struct State {
     pub shutting_down: watch::Receiver<bool>,
     /// Consumer group coordinator and committed offsets.
     pub groups: Arc<GroupService>,
+    /// Transaction coordinator.
+    pub txns: TxnService,
     /// Request, connection and flush metrics.
     pub metrics: Arc<BrokerMetrics>,
     /// Serialises producer id allocation.
@@ -146,7 +161,15 @@ impl State {
             },
         )?);
         groups.spawn_ticker(shutting_down.clone());
+        let txns = TxnService::recover(
+            store.clone(),
+            TxnConfig {
+                max_timeout_ms: u32::try_from(config.transaction_max_timeout.as_millis())
+                    .unwrap_or(u32::MAX),
+            },
+        )?;
         Ok(Arc::new(State {
+            txns,
             disk: crate::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_bytes),
             budget: crate::budget::MemoryBudget::new(config.request_memory_bytes),
             metrics,

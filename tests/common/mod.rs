@@ -112,7 +112,13 @@ impl BinaryBroker {
     }
 
     pub fn start_with(data_dir: &Path, extra: &[&str]) -> BinaryBroker {
+        Self::start_env(data_dir, extra, &[])
+    }
+
+    /// Like [`BinaryBroker::start_with`], with extra environment variables.
+    pub fn start_env(data_dir: &Path, extra: &[&str], env: &[(&str, &str)]) -> BinaryBroker {
         let mut cmd = Command::new(finstream_bin());
+        cmd.envs(env.iter().copied());
         cmd.arg("broker");
         // Free ports unless the caller chose (a restart on the same address, say).
         for (flag, default) in [("--listen", "127.0.0.1:0"), ("--http", "127.0.0.1:0")] {

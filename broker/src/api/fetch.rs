@@ -1,4 +1,5 @@
-//! Fetch with long polling: answer at once when `min_bytes` are available or something is
+//! Fetch with long polling. read_committed readers see records up to the last stable
+//! offset, with the aborted transactions in that range listed so they can drop them. Long polling: answer at once when `min_bytes` are available or something is
 //! wrong, otherwise wait until a flush advances a high watermark (no sleeping loops), the
 //! `max_wait_ms` deadline, or shutdown.
 
@@ -6,12 +7,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ResponseKind};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, ResponseKind};
 use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
-use crate::state::State;
+use crate::state::{Partition, State};
+
+/// `isolation_level` of a read_committed consumer.
+pub(crate) const READ_COMMITTED: i8 = 1;
 
 /// Longest long poll we honour, whatever the client asks.
 const MAX_WAIT_CAP: Duration = Duration::from_secs(300);
@@ -43,7 +49,27 @@ fn concat(batches: Vec<Bytes>) -> Bytes {
 
 /// Builds the response from the current state. Returns it with the record bytes it holds
 /// and whether any partition carries an error.
+/// The aborted transactions a read_committed reader of `from..end` must drop, from the
+/// partition's transaction index (the log is not read).
+fn aborted(partition: &Partition, from: i64, end: i64) -> Vec<AbortedTransaction> {
+    if from >= end {
+        return Vec::new();
+    }
+    partition
+        .log
+        .txn_index()
+        .aborted(from, end)
+        .into_iter()
+        .map(|a| {
+            AbortedTransaction::default()
+                .with_producer_id(ProducerId(a.producer_id))
+                .with_first_offset(a.first_offset)
+        })
+        .collect()
+}
+
 fn build(state: &State, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+    let read_committed = req.isolation_level == READ_COMMITTED;
     let mut remaining = if req.max_bytes > 0 {
         req.max_bytes as usize
     } else {
@@ -65,11 +91,13 @@ fn build(state: &State, req: &FetchRequest) -> (FetchResponse, usize, bool) {
                 continue;
             };
             let hw = partition.high_watermark();
+            let lso = partition.last_stable_offset();
+            let end = if read_committed { lso } else { hw };
             let start = partition.log.log_start_offset();
             let mut data = PartitionData::default()
                 .with_partition_index(fp.partition)
                 .with_high_watermark(hw)
-                .with_last_stable_offset(hw)
+                .with_last_stable_offset(lso)
                 .with_log_start_offset(start)
                 .with_preferred_read_replica(BrokerId(-1));
             if fp.fetch_offset < start || fp.fetch_offset > hw {
@@ -80,11 +108,14 @@ fn build(state: &State, req: &FetchRequest) -> (FetchResponse, usize, bool) {
                 continue;
             }
             let budget = (fp.partition_max_bytes.max(0) as usize).min(remaining);
-            let batches = if fp.fetch_offset == hw || (budget == 0 && total > 0) {
+            let batches = if fp.fetch_offset >= end || (budget == 0 && total > 0) {
                 Ok(Vec::new())
             } else {
-                partition.log.read(fp.fetch_offset, hw, budget.max(1))
+                partition.log.read(fp.fetch_offset, end, budget.max(1))
             };
+            if read_committed {
+                data.aborted_transactions = Some(aborted(partition, fp.fetch_offset, end));
+            }
             match batches {
                 Ok(batches) => {
                     let records = concat(batches);

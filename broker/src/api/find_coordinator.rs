@@ -1,5 +1,5 @@
-//! FindCoordinator: this broker coordinates every group (v0-3 one key, v4 batched keys).
-//! Transaction coordinators are not offered.
+//! FindCoordinator: this broker coordinates every group and every transactional id (v0-3
+//! one key, v4 batched keys).
 
 use std::sync::Arc;
 
@@ -12,14 +12,13 @@ use super::str_bytes;
 use crate::state::State;
 
 const KEY_TYPE_GROUP: i8 = 0;
+const KEY_TYPE_TRANSACTION: i8 = 1;
 
 fn lookup(state: &State, key_type: i8) -> Result<(BrokerId, StrBytes, i32), (i16, String)> {
-    if key_type != KEY_TYPE_GROUP {
+    if key_type != KEY_TYPE_GROUP && key_type != KEY_TYPE_TRANSACTION {
         return Err((
             ResponseError::InvalidRequest.code(),
-            format!(
-                "coordinator key type {key_type} (transactions) is not supported by this broker"
-            ),
+            format!("unknown coordinator key type {key_type}"),
         ));
     }
     let (host, port) = &state.advertised;

@@ -1,4 +1,5 @@
-//! ListOffsets: earliest (-2), latest (-1) and by timestamp.
+//! ListOffsets: earliest (-2), latest (-1: the high watermark, or for read_committed the
+//! last stable offset) and by timestamp.
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 
 pub fn handle(state: &Arc<State>, req: ListOffsetsRequest) -> ListOffsetsResponse {
+    let read_committed = req.isolation_level == super::fetch::READ_COMMITTED;
     let topics = req
         .topics
         .into_iter()
@@ -32,7 +34,11 @@ pub fn handle(state: &Arc<State>, req: ListOffsetsRequest) -> ListOffsetsRespons
                     else {
                         return r.with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
-                    let hw = partition.high_watermark();
+                    let hw = if read_committed {
+                        partition.last_stable_offset()
+                    } else {
+                        partition.high_watermark()
+                    };
                     match p.timestamp {
                         LATEST => r.with_offset(hw),
                         EARLIEST => r.with_offset(partition.log.log_start_offset()),

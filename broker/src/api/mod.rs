@@ -1,6 +1,8 @@
 //! Request handlers, one module per Kafka API. Handlers are plain functions of the
 //! shared [`State`] and a decoded request; no socket in sight.
 
+mod add_offsets_to_txn;
+mod add_partitions_to_txn;
 mod api_versions;
 mod create_topics;
 mod delete_groups;
@@ -8,6 +10,8 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_transactions;
+mod end_txn;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -16,12 +20,15 @@ mod join_group;
 mod leave_group;
 mod list_groups;
 mod list_offsets;
+mod list_transactions;
 mod metadata;
 mod offset_commit;
 mod offset_fetch;
 mod produce;
 pub mod sasl;
 mod sync_group;
+pub(crate) mod txn_complete;
+mod txn_offset_commit;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -56,6 +63,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 3),
+    (ApiKey::EndTxn, 0, 3),
+    (ApiKey::TxnOffsetCommit, 0, 3),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
     // v0 is listed because librdkafka requires it to enable SASL; clients then use v1
     // with SaslAuthenticate (raw v0 tokens after the handshake are not supported).
     (ApiKey::SaslHandshake, 0, 1),
@@ -146,6 +159,16 @@ pub fn dispatch(
         RequestKind::InitProducerId(req) => {
             Ok(init_producer_id::handle(state, req, version, &client_id))
         }
+        RequestKind::AddPartitionsToTxn(req) => {
+            Ok(add_partitions_to_txn::handle(state, req, version))
+        }
+        RequestKind::AddOffsetsToTxn(req) => Ok(add_offsets_to_txn::handle(state, req, version)),
+        RequestKind::EndTxn(req) => Ok(end_txn::handle(state, req, version)),
+        RequestKind::TxnOffsetCommit(req) => Ok(txn_offset_commit::handle(state, req, version)),
+        RequestKind::DescribeTransactions(req) => {
+            ready(describe_transactions::handle(state, req).into())
+        }
+        RequestKind::ListTransactions(req) => ready(list_transactions::handle(state, req).into()),
         _ => Err(unsupported()),
     }
 }
@@ -194,6 +217,17 @@ async fn wait_answer(
     tokio::select! {
         answer = rx => answer.ok(),
         _ = shutdown.wait_for(|s| *s) => None,
+    }
+}
+
+/// The wire code of a transaction coordinator's error for an API at `version`:
+/// PRODUCER_FENCED exists for clients from the version `fenced_since` on (KIP-588); older
+/// ones get INVALID_PRODUCER_EPOCH, as Kafka sends them.
+pub(crate) fn txn_code(e: kafka_protocol::ResponseError, version: i16, fenced_since: i16) -> i16 {
+    use kafka_protocol::ResponseError as E;
+    match e {
+        E::ProducerFenced if version < fenced_since => E::InvalidProducerEpoch.code(),
+        other => other.code(),
     }
 }
 

@@ -89,7 +89,24 @@ fn append(
     if let Err(why) = state.disk.check(records.len()) {
         return partition_error(index, ResponseError::KafkaStorageError, why);
     }
-    match partition.log.append(&records, &info) {
+    let appended = if info.transactional {
+        // Checked and appended under the coordinator's lock, so the transaction cannot end
+        // (and its markers be written) between the two.
+        let txns = state.txns.lock();
+        let tp = (topic, index);
+        if let Err(code) = txns.check_produce(info.producer_id, info.producer_epoch, tp) {
+            let msg = format!(
+                "transactional batch of producer {} epoch {}: {code} (the partition is not in an open transaction of this producer)",
+                info.producer_id, info.producer_epoch
+            );
+            tracing::warn!(topic, partition = index, "{msg}");
+            return partition_error(index, code, msg);
+        }
+        partition.log.append(&records, &info)
+    } else {
+        partition.log.append(&records, &info)
+    };
+    match appended {
         // A duplicate is a retry of a batch that may still be waiting for its flush:
         // acknowledge it (with its original offset, like Kafka) only once the same flush
         // covers it.

@@ -278,14 +278,48 @@ impl GroupService {
         {
             return Ok(Err(e));
         }
+        let offsets = offsets.into_iter().map(|(t, p, c)| ((group, t, p), c));
+        self.store_offsets(offsets)?;
+        Ok(Ok(()))
+    }
+
+    /// Stores the offsets a committed transaction sent with TxnOffsetCommit (not yet
+    /// flushed). Membership was checked when they were sent.
+    pub fn apply_transaction_offsets(
+        &self,
+        offsets: &crate::txn::types::PendingOffsets,
+    ) -> Result<(), StorageError> {
+        let offsets = offsets
+            .iter()
+            .map(|((g, t, p), c)| ((g.as_str(), t.clone(), *p), c.clone()));
+        self.store_offsets(offsets)
+    }
+
+    fn store_offsets<'a>(
+        &self,
+        offsets: impl Iterator<Item = ((&'a str, String, i32), Committed)>,
+    ) -> Result<(), StorageError> {
         let mut all = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
-        let entry = all.entry(group.to_string()).or_default();
-        for (topic, partition, c) in offsets {
+        for ((group, topic, partition), c) in offsets {
             self.store
                 .meta_put(&offset_key(group, &topic, partition), &encode_committed(&c))?;
+            let entry = all.entry(group.to_string()).or_default();
             entry.insert((topic, partition), c);
         }
-        Ok(Ok(()))
+        Ok(())
+    }
+
+    /// Checks that `member` of `generation` may commit offsets for `group` (TxnOffsetCommit
+    /// v3+ carries the consumer's group metadata, KIP-447).
+    pub fn check_commit(
+        &self,
+        group: &str,
+        generation: i32,
+        member: &str,
+        instance: Option<&str>,
+    ) -> Result<(), ResponseError> {
+        self.coordinator()
+            .check_commit(group, generation, member, instance)
     }
 
     /// Committed offsets of `group`: for the given topics/partitions, or all when `None`.

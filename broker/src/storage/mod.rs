@@ -349,9 +349,7 @@ pub(crate) mod contract {
     /// A transactional batch of producer `pid` at `epoch` with sequence `seq`.
     pub(crate) fn txn_batch(value: &[u8], pid: i64, epoch: i16, seq: i32) -> Vec<u8> {
         let mut b = idempotent_batch(&[value], pid, epoch, seq);
-        b[21..23].copy_from_slice(&crate::batch::TRANSACTIONAL.to_be_bytes());
-        let crc = crc32c::crc32c(&b[21..]);
-        b[17..21].copy_from_slice(&crc.to_be_bytes());
+        crate::batch::set_transactional(&mut b);
         b
     }
 

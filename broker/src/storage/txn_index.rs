@@ -205,7 +205,7 @@ mod tests {
 
     fn txn_batch(pid: i64) -> BatchInfo {
         let mut b = batch::uncompressed_batch(&[b"v"], 0, 0, (pid, 0, 0));
-        b[21..23].copy_from_slice(&batch::TRANSACTIONAL.to_be_bytes());
+        batch::set_transactional(&mut b);
         batch::info(&b).unwrap()
     }
 
