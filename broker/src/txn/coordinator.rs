@@ -302,6 +302,17 @@ impl TxnCoordinator {
             .collect()
     }
 
+    /// Whether an open or committing transaction holds an offset of `group` for
+    /// `topic`/`partition` (OffsetFetch with `require_stable` must wait for it).
+    pub fn holds_offset(&self, group: &str, topic: &str, partition: i32) -> bool {
+        self.txns.values().any(|m| {
+            matches!(m.state, TxnState::Ongoing | TxnState::PrepareCommit)
+                && m.offsets
+                    .keys()
+                    .any(|(g, t, p)| g == group && t == topic && *p == partition)
+        })
+    }
+
     /// Whether producer `(pid, epoch)` may write a transactional batch to `tp`: its
     /// transaction is open and holds the partition.
     pub fn check_produce(&self, pid: i64, epoch: i16, tp: (&str, i32)) -> Result<(), E> {

@@ -201,3 +201,26 @@ fn interrupted_completions_are_found_after_recovery() {
     let recovered = TxnCoordinator::new(TxnConfig::default(), stored);
     assert_eq!(recovered.interrupted(), vec![want]);
 }
+
+#[test]
+fn offsets_held_by_a_transaction_are_unstable_until_it_ends() {
+    let mut c = TxnCoordinator::default();
+    let mut pids = 0;
+    let (pid, epoch) = ready(&mut c, "t", 0, &mut pids);
+    c.add_offsets("t", pid, epoch, "g", 1).unwrap();
+    assert!(!c.holds_offset("g", "in", 0));
+    let offset = Committed {
+        offset: 5,
+        leader_epoch: -1,
+        metadata: None,
+    };
+    c.commit_offsets("t", pid, epoch, "g", vec![("in".into(), 0, offset)], 2)
+        .unwrap();
+    assert!(c.holds_offset("g", "in", 0));
+    assert!(!c.holds_offset("g", "in", 1));
+    assert!(!c.holds_offset("other", "in", 0));
+    let end = c.end("t", pid, epoch, true, 3).unwrap();
+    assert!(c.holds_offset("g", "in", 0), "still committing");
+    complete(&mut c, end, 4);
+    assert!(!c.holds_offset("g", "in", 0));
+}
