@@ -2,7 +2,7 @@
 //! only into a partition of the producer's open transaction, PRODUCER_FENCED or
 //! INVALID_PRODUCER_EPOCH by API version, timeouts above the broker's maximum, retried and
 //! contradictory EndTxn, FindCoordinator for transactions, and the admin view
-//! (DescribeTransactions, ListTransactions).
+//! (DescribeTransactions, ListTransactions, DescribeProducers).
 
 mod common;
 

@@ -10,6 +10,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_producers;
 mod describe_transactions;
 mod end_txn;
 mod fetch;
@@ -69,6 +70,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::TxnOffsetCommit, 0, 3),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
+    (ApiKey::DescribeProducers, 0, 0),
     // v0 is listed because librdkafka requires it to enable SASL; clients then use v1
     // with SaslAuthenticate (raw v0 tokens after the handshake are not supported).
     (ApiKey::SaslHandshake, 0, 1),
@@ -169,6 +171,7 @@ pub fn dispatch(
             ready(describe_transactions::handle(state, req).into())
         }
         RequestKind::ListTransactions(req) => ready(list_transactions::handle(state, req).into()),
+        RequestKind::DescribeProducers(req) => ready(describe_producers::handle(state, req).into()),
         _ => Err(unsupported()),
     }
 }

@@ -68,7 +68,11 @@ fn committed(
 
 /// Whether a transaction holds an offset of `group` for a partition, when the client asked
 /// for stable offsets only.
-fn unstable<'a>(state: &'a State, group: &'a str, require_stable: bool) -> impl Fn(&str, i32) -> bool + 'a {
+fn unstable<'a>(
+    state: &'a State,
+    group: &'a str,
+    require_stable: bool,
+) -> impl Fn(&str, i32) -> bool + 'a {
     move |topic, partition| {
         require_stable && state.txns.lock().holds_offset(group, topic, partition)
     }

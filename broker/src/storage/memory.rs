@@ -85,6 +85,11 @@ impl Log for MemoryLog {
     fn txn_index(&self) -> &SharedTxnIndex {
         &self.txns
     }
+
+    fn producers(&self) -> Vec<(i64, ProducerEntry)> {
+        let guard = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        guard.1.iter().map(|(&p, e)| (p, e.clone())).collect()
+    }
 }
 
 /// Topics and logs in memory.

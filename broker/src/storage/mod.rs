@@ -85,6 +85,9 @@ pub trait Log: Send + Sync {
     /// The log's transaction index: open transactions and aborted ranges, kept with every
     /// append and recovered with the log.
     fn txn_index(&self) -> &SharedTxnIndex;
+
+    /// The producers with state in this log (DescribeProducers).
+    fn producers(&self) -> Vec<(i64, ProducerEntry)>;
 }
 
 /// The set of logs plus broker metadata, persisted together.

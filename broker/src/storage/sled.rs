@@ -242,6 +242,11 @@ impl Log for SledLog {
     fn txn_index(&self) -> &SharedTxnIndex {
         &self.txns
     }
+
+    fn producers(&self) -> Vec<(i64, ProducerEntry)> {
+        let guard = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        guard.1.iter().map(|(&p, e)| (p, e.clone())).collect()
+    }
 }
 
 fn aborted_key(a: &AbortedTxn) -> [u8; 17] {

@@ -380,6 +380,11 @@ impl Log for SegmentLog {
     fn txn_index(&self) -> &SharedTxnIndex {
         &self.txns
     }
+
+    fn producers(&self) -> Vec<(i64, ProducerEntry)> {
+        let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
+        w.producers.iter().map(|(&p, e)| (p, e.clone())).collect()
+    }
 }
 
 /// The segment files of a log directory by base offset, creating the directory and a first
