@@ -113,14 +113,6 @@ fn node_kafkajs() {
     run_scenario(&node, &script);
 }
 
-fn which(program: &str) -> Option<PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|d| Path::new(d).join(program))
-        .find(|p| p.exists())
-}
-
 fn group_consumer(bs: &str, group: &str) -> StreamConsumer {
     let mut c = client_config(bs);
     c.set("group.id", group)

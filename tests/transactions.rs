@@ -202,11 +202,11 @@ async fn the_coordinator_aborts_an_abandoned_transaction() {
     broker.shutdown().await.unwrap();
 }
 
-/// Reads up to `max` input records, or none after 3 s of quiet.
+/// Reads up to `max` input records; fewer (maybe none) after 1 s of quiet.
 async fn poll_batch(c: &StreamConsumer, max: usize) -> Vec<String> {
     let mut out = Vec::new();
     while out.len() < max {
-        match tokio::time::timeout(Duration::from_secs(3), c.recv()).await {
+        match tokio::time::timeout(Duration::from_secs(1), c.recv()).await {
             Ok(msg) => {
                 let msg = msg.expect("consume");
                 out.push(String::from_utf8_lossy(msg.payload().unwrap_or_default()).into_owned());
@@ -215,6 +215,15 @@ async fn poll_batch(c: &StreamConsumer, max: usize) -> Vec<String> {
         }
     }
     out
+}
+
+/// The consumer's position in `in`/0 (-1 before it is assigned).
+fn input_position(c: &StreamConsumer) -> i64 {
+    let positions = c.position().unwrap_or_default();
+    match positions.find_partition("in", 0).map(|p| p.offset()) {
+        Some(Offset::Offset(o)) => o,
+        _ => -1,
+    }
 }
 
 fn ctp_consumer(addr: &str) -> StreamConsumer {
@@ -229,16 +238,21 @@ fn ctp_consumer(addr: &str) -> StreamConsumer {
     consumer
 }
 
-/// One processor of the consume-transform-produce loop: batches of 10, each in one
-/// transaction with its input offsets. `die_after` batches it stops in the middle of one.
-async fn process(addr: &str, die_after: Option<usize>) -> usize {
+/// One processor of the consume-transform-produce loop: batches of up to 10, each in one
+/// transaction with its input offsets, until all `inputs` are consumed. `die_after` batches
+/// it stops in the middle of one.
+async fn process(addr: &str, inputs: i64, die_after: Option<usize>) -> usize {
     let consumer = ctp_consumer(addr);
     let p = txn_producer(addr, "ctp-processor", &[]);
     let mut done = 0;
-    loop {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    while tokio::time::Instant::now() < deadline {
         let batch = poll_batch(&consumer, 10).await;
         if batch.is_empty() {
-            return done;
+            if input_position(&consumer) >= inputs {
+                return done;
+            }
+            continue;
         }
         blocking(|| p.begin_transaction()).unwrap();
         for (i, v) in batch.iter().enumerate() {
@@ -254,6 +268,7 @@ async fn process(addr: &str, die_after: Option<usize>) -> usize {
         blocking(|| p.commit_transaction(T)).unwrap();
         done += 1;
     }
+    panic!("the processor did not reach the end of the input in 120 s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -268,8 +283,8 @@ async fn consume_transform_produce_is_exactly_once_across_a_crashed_processor() 
     for v in &inputs {
         send(&plain, "in", 0, v).await;
     }
-    assert_eq!(process(&addr, Some(3)).await, 3);
-    process(&addr, None).await;
+    assert_eq!(process(&addr, 100, Some(3)).await, 3);
+    process(&addr, 100, None).await;
     let got = read_all(&committed_reader(&addr, "out", 1), Duration::from_secs(3)).await;
     let want: Vec<String> = inputs.iter().map(|v| format!("out-{v}")).collect();
     assert_eq!(got.get(&0), Some(&want));
@@ -339,4 +354,84 @@ async fn a_half_written_commit_completes_after_a_crash() {
     blocking(|| p.begin_transaction()).unwrap();
     send(&p, "half", 0, "three").await;
     blocking(|| p.commit_transaction(T)).unwrap();
+}
+
+/// Runs a client script against a fresh broker binary; it must print `passes` PASS lines.
+fn run_script(program: &std::path::Path, script: &str, passes: usize) {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        program.exists(),
+        "{} is missing: run `bash scripts/setup.sh` first",
+        program.display()
+    );
+    let script = root.join(script);
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BinaryBroker::start(dir.path());
+    let out = output_with_timeout(
+        std::process::Command::new(program)
+            .arg(&script)
+            .arg(&broker.addr)
+            .current_dir(script.parent().unwrap()),
+        Duration::from_secs(300),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\n{stdout}\n{stderr}",
+        script.display(),
+        out.status
+    );
+    assert_eq!(stdout.matches("PASS ").count(), passes, "{stdout}");
+}
+
+#[test]
+fn python_confluent_kafka_transactions() {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    run_script(
+        &root.join(".venv/bin/python"),
+        "tests/compat/python/transactions_confluent.py",
+        4,
+    );
+}
+
+#[test]
+fn kafkajs_transactions() {
+    run_script(
+        &which("node").expect("node is installed"),
+        "tests/compat/node/transactions_kafkajs.js",
+        2,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kcat_reads_committed_records_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(Some(dir.path())).await;
+    let addr = broker.local_addr().to_string();
+    create_topic(&addr, "kc", 1).await;
+    let p = txn_producer(&addr, "kcat", &[]);
+    for (v, commit) in [("kept", true), ("dropped", false)] {
+        blocking(|| p.begin_transaction()).unwrap();
+        send(&p, "kc", 0, v).await;
+        if commit {
+            blocking(|| p.commit_transaction(T)).unwrap();
+        } else {
+            p.flush(T).unwrap();
+            blocking(|| p.abort_transaction(T)).unwrap();
+        }
+    }
+    let read = |isolation: &str| {
+        let iso = format!("isolation.level={isolation}");
+        let args = [
+            "-C", "-b", &addr, "-t", "kc", "-e", "-q", "-f", "%s\n", "-X", &iso,
+        ];
+        let (ok, out, err) = blocking(|| kcat(&args, b""));
+        assert!(ok, "kcat: {err}");
+        out
+    };
+    assert_eq!(read("read_committed"), "kept\n");
+    assert_eq!(read("read_uncommitted"), "kept\ndropped\n");
+    broker.shutdown().await.unwrap();
 }

@@ -592,3 +592,12 @@ pub fn record_batch(values: &[&[u8]], pid: i64, epoch: i16, seq: i32) -> bytes::
     finstream_broker::batch::uncompressed_batch(values, 1_700_000_000_000, 0, (pid, epoch, seq))
         .into()
 }
+
+/// Where `program` is on the PATH.
+pub fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.exists())
+}
