@@ -47,6 +47,15 @@ pub struct ProduceArgs {
     /// Parse and clean only, send nothing: validates a file and measures cleaning speed.
     #[arg(long)]
     pub dry_run: bool,
+    /// Send in Kafka transactions with this transactional.id: read_committed readers (such
+    /// as `finstream consume`) see the file's rows only once they are all acknowledged, and
+    /// none of them after an interrupted or failed run.
+    #[arg(long, env = "FINSTREAM_TRANSACTIONAL_ID", value_name = "ID")]
+    pub transactional_id: Option<String>,
+    /// With --transactional-id: rows (good and dead-lettered) per transaction [default:
+    /// the whole file]. Each transaction must commit within 15 minutes.
+    #[arg(long, value_name = "N", requires = "transactional_id", value_parser = clap::value_parser!(u64).range(1..))]
+    pub transaction_rows: Option<u64>,
     /// Metrics (rows read, sent, dead-lettered) and status page on this HTTP address while
     /// the file is being sent ("off" to disable).
     #[arg(long, env = "FINSTREAM_HTTP", default_value = "off")]
@@ -70,6 +79,8 @@ impl ProduceArgs {
         cfg.dry_run = self.dry_run;
         cfg.max_row_bytes = self.max_row_bytes;
         cfg.chunk_rows = self.chunk_size;
+        cfg.transactional_id = self.transactional_id.clone();
+        cfg.transaction_rows = self.transaction_rows;
         if let Some(w) = self.workers {
             cfg.workers = w;
         }

@@ -179,6 +179,9 @@ pub(crate) fn consumer(cfg: &ConsumeConfig) -> Result<KafkaConsumer, KafkaError>
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        // Rows of a producer's transaction only once it commits; never those of an
+        // aborted one (librdkafka's default, stated because exactly-once depends on it).
+        .set("isolation.level", "read_committed")
         .set("session.timeout.ms", "10000")
         .set("fetch.wait.max.ms", "100")
         // librdkafka prefetches up to 64 MiB per consumer by default; a few batches suffice.
@@ -220,6 +223,21 @@ pub(crate) fn high_watermarks(
         }
         Ok(targets)
     })
+}
+
+/// librdkafka's fetch position of each assigned partition of `topic`: past every record
+/// it delivered and every one it skipped (transaction markers, aborted transactions).
+pub(crate) fn fetch_positions(consumer: &KafkaConsumer, topic: &str) -> HashMap<i32, i64> {
+    let Ok(tpl) = consumer.position() else {
+        return HashMap::new();
+    };
+    tpl.elements_for_topic(topic)
+        .iter()
+        .filter_map(|e| match e.offset() {
+            rdkafka::Offset::Offset(o) => Some((e.partition(), o)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// The partitions assigned to this consumer now.

@@ -386,6 +386,24 @@ impl Loader {
         })
     }
 
+    /// What of `goal` there is to load: a partition whose fetch position is at or past its
+    /// goal has delivered every record below it, so what the tracker loaded is all there
+    /// is (the rest are transaction markers and aborted records, never delivered).
+    fn loadable(&self, goal: &Targets) -> Targets {
+        let fetched = kafka::fetch_positions(&self.consumer, &self.cfg.topic);
+        goal.iter()
+            .map(|(&p, &hw)| {
+                let all_seen = fetched.get(&p).is_some_and(|&f| f >= hw);
+                let target = match self.tracker.position(p) {
+                    Some(next) if all_seen => next.min(hw),
+                    None if all_seen => 0,
+                    _ => hw,
+                };
+                (p, target)
+            })
+            .collect()
+    }
+
     /// Done yet? True once PostgreSQL holds `goal` (asked only between commits: waiting
     /// here for the commit in flight would undo the overlap of committing and decoding).
     async fn done(
@@ -396,7 +414,8 @@ impl Loader {
         if self.building.len() > 0 || self.committing() || !self.settle(shutdown).await? {
             return Ok(false);
         }
-        match self.reached(goal).await {
+        let goal = self.loadable(goal);
+        match self.reached(&goal).await {
             Ok(reached) => Ok(reached),
             Err(e) if e.is_transient() => {
                 self.recover(shutdown, None).await?;

@@ -24,6 +24,7 @@ pub mod scaler;
 pub mod sink;
 pub mod source;
 pub mod stats;
+pub mod txn_sink;
 
 pub use pipeline::{run, ProduceConfig, ProduceError, Summary};
 pub use scaler::Scaler;

@@ -20,6 +20,7 @@ use crate::scaler::Scaler;
 use crate::sink::{DryRun, KafkaSink, Sink};
 use crate::source::{self, Outcome, SourceError};
 use crate::stats::Stats;
+use crate::txn_sink::TransactionalSink;
 
 /// Everything a produce run needs.
 #[derive(Debug, Clone)]
@@ -48,6 +49,11 @@ pub struct ProduceConfig {
     pub dry_run: bool,
     /// Live counters, shared with metrics endpoints.
     pub stats: Arc<Stats>,
+    /// Send in Kafka transactions with this `transactional.id`: rows are visible to
+    /// read_committed readers only once their transaction commits.
+    pub transactional_id: Option<String>,
+    /// Rows (good and dead-lettered) per transaction; `None`: the whole file is one.
+    pub transaction_rows: Option<u64>,
 }
 
 impl ProduceConfig {
@@ -66,6 +72,8 @@ impl ProduceConfig {
             max_row_bytes: 512 * 1024,
             dry_run: false,
             stats: Arc::default(),
+            transactional_id: None,
+            transaction_rows: None,
         }
     }
 }
@@ -330,6 +338,8 @@ pub fn run(
     let file = cfg.csv.display().to_string();
     let mut sink: Box<dyn Sink> = if cfg.dry_run {
         Box::new(DryRun::default())
+    } else if cfg.transactional_id.is_some() {
+        Box::new(TransactionalSink::new(cfg)?)
     } else {
         Box::new(KafkaSink::new(cfg)?)
     };
@@ -358,7 +368,8 @@ pub fn run(
             .map_err(|_| ProduceError::Internal("CSV reader thread panicked".into()))??;
         Ok(handed)
     })?;
-    let delivered = sink.finish()?;
+    let complete = !stop.load(Ordering::Relaxed) && handed.aborted.is_none() && handed.failed == 0;
+    let delivered = sink.finish(complete)?;
     cfg.stats.failed.fetch_add(handed.failed, Ordering::Relaxed);
     Ok(Summary {
         rows_read: handed.rows_read,

@@ -35,8 +35,10 @@ pub trait Sink {
     fn dead_letter(&mut self, line: u64, raw: Vec<u8>, error: &str) -> Result<(), KafkaError>;
     /// Counts so far, for the live metrics (a Kafka sink counts in its delivery reports).
     fn publish(&self, stats: &Stats);
-    /// Waits until every row handed over is acknowledged or failed.
-    fn finish(self: Box<Self>) -> Result<Delivered, KafkaError>;
+    /// Waits until every row handed over is acknowledged or failed. `complete` says the
+    /// whole file was handed over (not interrupted or given up): a transactional sink
+    /// commits its last transaction only then, and aborts it otherwise.
+    fn finish(self: Box<Self>, complete: bool) -> Result<Delivered, KafkaError>;
 }
 
 /// A dry run: nothing is sent, rows are counted.
@@ -58,13 +60,13 @@ impl Sink for DryRun {
             .dead_lettered
             .store(self.0.dead_lettered, Ordering::Relaxed);
     }
-    fn finish(self: Box<Self>) -> Result<Delivered, KafkaError> {
+    fn finish(self: Box<Self>, _: bool) -> Result<Delivered, KafkaError> {
         Ok(self.0)
     }
 }
 
 /// Delivery bookkeeping shared with librdkafka's callback thread.
-struct Deliveries {
+pub(crate) struct Deliveries {
     file: String,
     stats: Arc<Stats>,
     first_errors: Mutex<Vec<String>>,
@@ -85,6 +87,9 @@ impl ProducerContext for Deliveries {
             Ok(_) => {
                 self.stats.sent.fetch_add(1, Ordering::Relaxed);
             }
+            // An aborted transaction purges what was still queued: not a delivery failure.
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::PurgeQueue), _))
+            | Err((KafkaError::MessageProduction(RDKafkaErrorCode::PurgeInflight), _)) => {}
             Err((e, m)) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 let line = opaque >> 1;
@@ -132,6 +137,12 @@ impl KafkaSink {
             // 50k queued messages (~5 MB of payload) keep 1 MB batches flowing with the
             // idempotent producer's 5 requests in flight, and all-in-one's memory steady.
             .set("queue.buffering.max.messages", "50000");
+        if let Some(id) = &cfg.transactional_id {
+            // Kafka's largest transaction timeout by default: a whole file is one
+            // transaction unless --transaction-rows splits it.
+            c.set("transactional.id", id)
+                .set("transaction.timeout.ms", "900000");
+        }
         for (k, v) in &cfg.kafka_properties {
             c.set(k, v);
         }
@@ -160,6 +171,21 @@ impl KafkaSink {
                 key: "source_line",
                 value: Some(line.to_string().as_str()),
             })
+    }
+
+    /// What the delivery reports counted so far.
+    pub(crate) fn delivered(&self) -> Delivered {
+        let stats = &self.producer.context().stats;
+        Delivered {
+            sent: stats.sent.load(Ordering::Relaxed),
+            dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
+            failed: stats.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The librdkafka producer.
+    pub(crate) fn producer(&self) -> &ThreadedProducer<Deliveries> {
+        &self.producer
     }
 
     /// Hands one message to librdkafka, waiting while its queue is full.
@@ -215,14 +241,9 @@ impl Sink for KafkaSink {
 
     fn publish(&self, _: &Stats) {}
 
-    fn finish(self: Box<Self>) -> Result<Delivered, KafkaError> {
+    fn finish(self: Box<Self>, _: bool) -> Result<Delivered, KafkaError> {
         // Every enqueued message gets a delivery report before flush returns.
         self.producer.flush(Timeout::Never)?;
-        let stats = &self.producer.context().stats;
-        Ok(Delivered {
-            sent: stats.sent.load(Ordering::Relaxed),
-            dead_lettered: stats.dead_lettered.load(Ordering::Relaxed),
-            failed: stats.failed.load(Ordering::Relaxed),
-        })
+        Ok(self.delivered())
     }
 }
