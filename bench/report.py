@@ -126,6 +126,21 @@ def latency_table():
         f"{stats([r['p50_ms'] for r in rs])} | {stats([r['p99_ms'] for r in rs])} | {stats([r['max_ms'] for r in rs])} |"])
 
 
+def txn_table():
+    rows = load("txn.jsonl")
+    if not rows:
+        return "_not run yet_"
+    rs = [r["result"] for r in rows]
+    k = lambda key: stats([r[key] for r in rs])
+    return "\n".join([
+        f"{rows[0].get('date', '')}: {rs[0]['messages']:,} × {rs[0]['size']} B, acks=all, transactions of {rs[0]['txn_messages']:,} messages, {len(rs)} reps",
+        "",
+        "| idempotent msgs/s | transactional msgs/s | transactional / idempotent | commit p50 ms | commit p99 ms | read_uncommitted msgs/s | read_committed msgs/s |",
+        "|---|---|---|---|---|---|---|",
+        f"| {k('idempotent_msgs_per_sec')} | {k('transactional_msgs_per_sec')} | {k('transactional_vs_idempotent')} | "
+        f"{k('commit_p50_ms')} | {k('commit_p99_ms')} | {k('read_uncommitted_msgs_per_sec')} | {k('read_committed_msgs_per_sec')} |"])
+
+
 def footprint_table():
     rows = load("footprint.jsonl")
     if not rows:
@@ -181,6 +196,7 @@ def main():
     doc = replace(doc, "pipeline", pipeline_table())
     doc = replace(doc, "latency", latency_table())
     doc = replace(doc, "footprint", footprint_table())
+    doc = replace(doc, "txn", txn_table())
     machine = os.path.join(RES, "machine.json")
     if os.path.exists(machine):
         m = json.load(open(machine))

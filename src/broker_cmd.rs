@@ -54,6 +54,10 @@ pub struct BrokerArgs {
     /// How often (ms) open transactions are checked against their timeout and aborted.
     #[arg(long, env = "FINSTREAM_TRANSACTION_CHECK_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub transaction_check_interval_ms: u64,
+    /// Accept CreateTopics with a replication factor up to N (kept as one replica): for
+    /// tests written for a cluster. 1 refuses more, as a one-node Kafka does.
+    #[arg(long, env = "FINSTREAM_MAX_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
+    pub max_replication_factor: i16,
     /// Most concurrent client connections.
     #[arg(long, env = "FINSTREAM_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,
@@ -134,6 +138,7 @@ impl BrokerArgs {
             request_memory_bytes: usize::try_from(self.request_memory_mb * 1024 * 1024)
                 .unwrap_or(usize::MAX),
             max_connections: self.max_connections,
+            max_replication_factor: self.max_replication_factor,
             group_initial_rebalance_delay: Duration::from_millis(
                 self.group_initial_rebalance_delay_ms,
             ),

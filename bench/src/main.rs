@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 mod load;
+mod txn;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::DeliveryResult;
@@ -74,6 +75,20 @@ enum Cmd {
         topic: String,
         #[arg(long, default_value_t = 1)]
         partitions: i32,
+    },
+    /// The same producer idempotent, then in transactions of TXN_MESSAGES; commit latency;
+    /// the transactional topic read read_uncommitted and read_committed.
+    Txn {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long, default_value = "bench")]
+        topic: String,
+        #[arg(long, default_value_t = 500_000)]
+        messages: u64,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        #[arg(long, default_value_t = 1000)]
+        txn_messages: u64,
     },
     /// A trickle of messages; time from send to the row committed in PostgreSQL.
     Latency {
@@ -433,6 +448,18 @@ fn main() -> anyhow::Result<()> {
             println!(
                 "{}",
                 kafka(&bootstrap, &topic, messages, size, &acks, idempotent)?
+            );
+        }
+        Cmd::Txn {
+            bootstrap,
+            topic,
+            messages,
+            size,
+            txn_messages,
+        } => {
+            println!(
+                "{}",
+                txn::run(&bootstrap, &topic, messages, size, txn_messages)?
             );
         }
         Cmd::Latency {

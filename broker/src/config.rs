@@ -31,6 +31,10 @@ pub struct BrokerConfig {
     /// A connection that sends no complete request for this long is closed
     /// (`connections.max.idle.ms`, default 10 minutes).
     pub idle_timeout: Duration,
+    /// Largest replication factor CreateTopics accepts; the topic is kept as one replica
+    /// either way. 1 (the default) refuses anything more, as a one-node Kafka does; more
+    /// lets tests written for a cluster create their topics.
+    pub max_replication_factor: i16,
     /// Node id announced in Metadata.
     pub node_id: i32,
     /// An empty consumer group waits this long for more members before its first
@@ -85,6 +89,7 @@ impl Default for BrokerConfig {
             max_connections: 10_000,
             idle_timeout: Duration::from_secs(600),
             node_id: 1,
+            max_replication_factor: 1,
             group_initial_rebalance_delay: Duration::from_secs(1),
             transaction_max_timeout: Duration::from_secs(900),
             transaction_check_interval: Duration::from_secs(1),

@@ -52,6 +52,12 @@ impl TransactionalSink {
     /// the committed ones.
     fn commit(&mut self) -> Result<(), KafkaError> {
         let p = self.inner.producer();
+        // The rdkafka crate's flush, which commit_transaction starts with, waits in whole
+        // 100 ms rounds; the producer's poll thread serves the delivery reports meanwhile,
+        // so waiting for them here in 1 ms steps leaves the flush nothing to wait for.
+        while p.in_flight_count() > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         p.commit_transaction(Timeout::Never)?;
         let now = self.inner.delivered();
         self.committed.sent = now.sent;

@@ -43,11 +43,14 @@ fn create(state: &Arc<State>, req: CreateTopicsRequest, version: i16) -> CreateT
                 .with_num_partitions(partitions)
                 .with_replication_factor(1)
                 .with_configs(Some(Vec::new()));
-            let outcome = if !matches!(t.replication_factor, -1 | 1) {
+            let max_rf = state.config.max_replication_factor;
+            let outcome = if t.replication_factor != -1
+                && !(1..=max_rf).contains(&t.replication_factor)
+            {
                 Err((
                     ResponseError::InvalidReplicationFactor,
                     format!(
-                        "replication factor {} requested, this broker is a single node: use 1",
+                        "replication factor {} requested, this broker is a single node: use 1 (or start it with --max-replication-factor)",
                         t.replication_factor
                     ),
                 ))
