@@ -4,10 +4,13 @@
 //!
 //! Order, as in Kafka: the `Prepare*` state is stored and flushed first (then the outcome is
 //! decided for good), then a marker is appended to every partition of the transaction and,
-//! on commit, its offsets are stored in their groups; the `Complete*` state is stored and
-//! one flush makes all of it durable and moves the high watermarks past the markers. A
-//! crash in between leaves `Prepare*` stored, and the completion runs again at start-up;
-//! a marker written twice changes nothing (the second finds no open transaction).
+//! on commit, its offsets are stored in their groups; a flush makes them durable and moves
+//! the high watermarks past the markers; only then does the state become `Complete*` (in
+//! memory, and stored for the next flush). A crash before that leaves `Prepare*` stored,
+//! and the completion runs again at start-up; a marker written twice changes nothing (the
+//! second finds no open transaction). Until `Complete*`, requests for the transactional id
+//! get CONCURRENT_TRANSACTIONS, so no state of its next transaction can be stored before the
+//! markers of this one are durable.
 
 use std::sync::Arc;
 
@@ -68,17 +71,18 @@ pub async fn complete(state: &Arc<State>, done: Completion) -> Result<(), NotCom
         .groups
         .apply_transaction_offsets(&done.offsets)
         .map_err(|e| NotCompleted(format!("storing the transaction's offsets: {e}")))?;
-    {
-        let mut c = state.txns.lock();
-        if c.completed(&done.transactional_id, wall_clock()) {
-            state
-                .txns
-                .persist(&c, &done.transactional_id)
-                .map_err(|e| NotCompleted(format!("storing the completed state: {e}")))?;
-        }
-    }
     if !state.flusher.flush(marks).await {
         return Err(NotCompleted("flushing the markers failed".into()));
+    }
+    // Only now: a `Complete*` state made durable by a flush that began before the markers
+    // were appended would outlive them in a crash (the metadata is flushed after the logs,
+    // but with whatever it holds by then).
+    let mut c = state.txns.lock();
+    if c.completed(&done.transactional_id, wall_clock()) {
+        state
+            .txns
+            .persist(&c, &done.transactional_id)
+            .map_err(|e| NotCompleted(format!("storing the completed state: {e}")))?;
     }
     tracing::debug!(
         transactional_id = %done.transactional_id,
