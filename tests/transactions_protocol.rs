@@ -1,7 +1,8 @@
 //! The transaction APIs' exact answers, which client libraries hide: a transactional batch
 //! only into a partition of the producer's open transaction, PRODUCER_FENCED or
 //! INVALID_PRODUCER_EPOCH by API version, timeouts above the broker's maximum, retried and
-//! contradictory EndTxn, FindCoordinator for transactions, and the admin view
+//! contradictory EndTxn, FindCoordinator for transactions, offsets of a transaction
+//! invisible (or unstable, KIP-447) until it commits, and the admin view
 //! (DescribeTransactions, ListTransactions, DescribeProducers).
 
 mod common;
@@ -55,6 +56,59 @@ fn end(c: &mut RawClient, id: &'static str, pid: i64, epoch: i16, commit: bool) 
             .with_committed(commit),
     );
     r.error_code
+}
+
+/// The group's committed offset for partition 0 of the topic (OffsetFetch v7), and the
+/// partition's error code.
+fn committed(c: &mut RawClient, require_stable: bool) -> (i64, i16) {
+    let r: OffsetFetchResponse = c.call(
+        ApiKey::OffsetFetch,
+        7,
+        &OffsetFetchRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_require_stable(require_stable)
+            .with_topics(Some(vec![
+                offset_fetch_request::OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                    .with_partition_indexes(vec![0]),
+            ])),
+    );
+    let p = &r.topics[0].partitions[0];
+    (p.committed_offset, p.error_code)
+}
+
+/// AddOffsetsToTxn for group "g", then TxnOffsetCommit of `offset` for partition 0.
+fn txn_offsets(c: &mut RawClient, pid: i64, epoch: i16, offset: i64) -> (i16, i16) {
+    let added: AddOffsetsToTxnResponse = c.call(
+        ApiKey::AddOffsetsToTxn,
+        3,
+        &AddOffsetsToTxnRequest::default()
+            .with_transactional_id(txn_id("tx"))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_group_id(GroupId(StrBytes::from_static_str("g"))),
+    );
+    let sent: TxnOffsetCommitResponse = c.call(
+        ApiKey::TxnOffsetCommit,
+        3,
+        &TxnOffsetCommitRequest::default()
+            .with_transactional_id(txn_id("tx"))
+            .with_group_id(GroupId(StrBytes::from_static_str("g")))
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![
+                txn_offset_commit_request::TxnOffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str(TOPIC)))
+                    .with_partitions(vec![
+                        txn_offset_commit_request::TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(offset)
+                            .with_committed_leader_epoch(-1),
+                    ]),
+            ]),
+    );
+    (added.error_code, sent.topics[0].partitions[0].error_code)
 }
 
 fn txn_batch(value: &[u8], pid: i64, epoch: i16, seq: i32) -> bytes::Bytes {

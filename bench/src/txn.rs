@@ -13,13 +13,18 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::percentile;
 
+/// `linger.ms` of both producers (env `LINGER_MS`, default 5 as in the broker bench).
+fn linger_ms() -> String {
+    std::env::var("LINGER_MS").unwrap_or_else(|_| "5".into())
+}
+
 /// A `BaseProducer` polled by the sending thread (as confluent-kafka applications do).
 fn producer(bootstrap: &str, transactional_id: Option<&str>) -> anyhow::Result<BaseProducer> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         .set("acks", "all")
         .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
+        .set("linger.ms", linger_ms())
         .set("batch.size", "1000000")
         .set("queue.buffering.max.messages", "200000");
     if let Some(id) = transactional_id {
@@ -50,6 +55,46 @@ fn drain(p: &BaseProducer) {
     while p.in_flight_count() > 0 {
         p.poll(Duration::from_millis(1));
     }
+}
+
+/// librdkafka's own commit, as confluent-kafka and C applications call it: it flushes with
+/// `linger.ms` cut short, then EndTxn. (The rdkafka crate's `commit_transaction` runs its
+/// own flush first, which polls in whole 100 ms rounds.) Delivery reports are served
+/// meanwhile by polling from a second thread.
+#[allow(unsafe_code)] // librdkafka's C API
+fn commit(p: &BaseProducer) -> anyhow::Result<()> {
+    let native = p.client().native_ptr() as usize;
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                p.poll(Duration::from_millis(1));
+            }
+        });
+        // SAFETY: `native` is the live handle of `p`, which outlives this call; librdkafka
+        // allows commit_transaction from one thread while another polls.
+        let error = unsafe {
+            rdkafka::bindings::rd_kafka_commit_transaction(
+                native as *mut rdkafka::bindings::rd_kafka_t,
+                60_000,
+            )
+        };
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if error.is_null() {
+            Ok(())
+        } else {
+            // SAFETY: a non-null result is an error object we own and release once read.
+            let msg = unsafe {
+                let text =
+                    std::ffi::CStr::from_ptr(rdkafka::bindings::rd_kafka_error_string(error))
+                        .to_string_lossy()
+                        .into_owned();
+                rdkafka::bindings::rd_kafka_error_destroy(error);
+                text
+            };
+            bail!("commit_transaction: {msg}")
+        }
+    })
 }
 
 /// Seconds to produce `n` messages idempotently until all are acknowledged.
@@ -84,10 +129,7 @@ fn transactional(
             send(&p, topic, payload);
         }
         let c = Instant::now();
-        // commit_transaction starts with the crate's flush: drained first, it has nothing
-        // to wait for (confluent-kafka's commit behaves so by itself).
-        drain(&p);
-        p.commit_transaction(Duration::from_secs(60))?;
+        commit(&p)?;
         commits.push(c.elapsed().as_micros() as u64);
         sent += this;
     }
