@@ -38,34 +38,7 @@ fn root() -> PathBuf {
 /// Runs a scenario script against a fresh broker and fails with its output if it fails.
 fn run_scenario(program: &Path, script: &Path) {
     let _one_at_a_time = serial();
-    assert!(
-        program.exists(),
-        "{} is missing: run `bash scripts/setup.sh` first",
-        program.display()
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let broker = BinaryBroker::start(dir.path());
-    let out = output_with_timeout(
-        Command::new(program)
-            .arg(script)
-            .arg(&broker.addr)
-            .current_dir(script.parent().unwrap()),
-        Duration::from_secs(300),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n{stdout}\n{stderr}",
-        script.display(),
-        out.status
-    );
-    assert_eq!(
-        stdout.matches("PASS ").count(),
-        7,
-        "all seven steps passed:\n{stdout}"
-    );
+    run_client_script(program, script, 7);
 }
 
 #[test]

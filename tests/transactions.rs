@@ -356,51 +356,22 @@ async fn a_half_written_commit_completes_after_a_crash() {
     blocking(|| p.commit_transaction(T)).unwrap();
 }
 
-/// Runs a client script against a fresh broker binary; it must print `passes` PASS lines.
-fn run_script(program: &std::path::Path, script: &str, passes: usize) {
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        program.exists(),
-        "{} is missing: run `bash scripts/setup.sh` first",
-        program.display()
-    );
-    let script = root.join(script);
-    let dir = tempfile::tempdir().unwrap();
-    let broker = BinaryBroker::start(dir.path());
-    let out = output_with_timeout(
-        std::process::Command::new(program)
-            .arg(&script)
-            .arg(&broker.addr)
-            .current_dir(script.parent().unwrap()),
-        Duration::from_secs(300),
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    println!("{stdout}");
-    assert!(
-        out.status.success(),
-        "{} failed ({}):\n{stdout}\n{stderr}",
-        script.display(),
-        out.status
-    );
-    assert_eq!(stdout.matches("PASS ").count(), passes, "{stdout}");
-}
-
 #[test]
 fn python_confluent_kafka_transactions() {
     let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    run_script(
+    run_client_script(
         &root.join(".venv/bin/python"),
-        "tests/compat/python/transactions_confluent.py",
+        &root.join("tests/compat/python/transactions_confluent.py"),
         4,
     );
 }
 
 #[test]
 fn kafkajs_transactions() {
-    run_script(
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    run_client_script(
         &which("node").expect("node is installed"),
-        "tests/compat/node/transactions_kafkajs.js",
+        &root.join("tests/compat/node/transactions_kafkajs.js"),
         2,
     );
 }

@@ -184,7 +184,13 @@ fn transaction_apis_answer_like_kafka() {
     );
     assert_eq!(listed.transaction_states.len(), 1);
 
+    // offsets sent in the transaction are invisible until it commits
+    assert_eq!(txn_offsets(&mut c, pid, epoch, 7), (0, 0));
+    assert_eq!(committed(&mut c, false), (-1, 0));
+    assert_eq!(committed(&mut c, true).1, 88, "UNSTABLE_OFFSET_COMMIT");
+
     assert_eq!(end(&mut c, "tx", pid, epoch, true), 0);
+    assert_eq!(committed(&mut c, true), (7, 0));
     assert_eq!(
         end(&mut c, "tx", pid, epoch, true),
         0,

@@ -601,3 +601,36 @@ pub fn which(program: &str) -> Option<std::path::PathBuf> {
         .map(|d| Path::new(d).join(program))
         .find(|p| p.exists())
 }
+
+/// Runs a client script (`program script BOOTSTRAP`) against a fresh broker binary and
+/// fails with its output unless it exits 0 having printed `passes` lines `PASS ...`.
+pub fn run_client_script(program: &Path, script: &Path, passes: usize) {
+    assert!(
+        program.exists(),
+        "{} is missing: run `bash scripts/setup.sh` first",
+        program.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BinaryBroker::start(dir.path());
+    let out = output_with_timeout(
+        Command::new(program)
+            .arg(script)
+            .arg(&broker.addr)
+            .current_dir(script.parent().unwrap()),
+        Duration::from_secs(300),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!("{stdout}");
+    assert!(
+        out.status.success(),
+        "{} failed ({}):\n{stdout}\n{stderr}",
+        script.display(),
+        out.status
+    );
+    assert_eq!(
+        stdout.matches("PASS ").count(),
+        passes,
+        "all {passes} steps passed:\n{stdout}"
+    );
+}

@@ -34,6 +34,20 @@ fn respond(req: &OffsetCommitRequest, code_for: impl Fn(&str, i32) -> i16) -> Of
     OffsetCommitResponse::default().with_topics(topics)
 }
 
+/// Each partition's answer to a commit whose group-level outcome is `group_code`: that
+/// error for all, else 0, or UNKNOWN_TOPIC_OR_PARTITION where the partition does not exist.
+pub(super) fn partition_code(state: &State, group_code: i16) -> impl Fn(&str, i32) -> i16 + '_ {
+    move |topic, p| {
+        if group_code != 0 {
+            group_code
+        } else if state.topic(topic).is_some_and(|t| t.partition(p).is_some()) {
+            0
+        } else {
+            ResponseError::UnknownTopicOrPartition.code()
+        }
+    }
+}
+
 pub fn handle(state: &Arc<State>, req: OffsetCommitRequest, version: i16) -> Reply {
     let exists = |topic: &str, p: i32| state.topic(topic).is_some_and(|t| t.partition(p).is_some());
     let offsets: Vec<(String, i32, Committed)> = req
@@ -70,15 +84,7 @@ pub fn handle(state: &Arc<State>, req: OffsetCommitRequest, version: i16) -> Rep
             ResponseError::KafkaStorageError.code()
         }
     };
-    let response = respond(&req, |t, p| {
-        if group_code != 0 {
-            group_code
-        } else if exists(t, p) {
-            0
-        } else {
-            ResponseError::UnknownTopicOrPartition.code()
-        }
-    });
+    let response = respond(&req, partition_code(state, group_code));
     if group_code != 0 {
         return Reply::Ready(Box::new(response.into()), version);
     }

@@ -95,16 +95,7 @@ fn commit(state: &State, req: &TxnOffsetCommitRequest, version: i16) -> i16 {
 
 pub fn handle(state: &Arc<State>, req: TxnOffsetCommitRequest, version: i16) -> Reply {
     let code = commit(state, &req, version);
-    let exists = |topic: &str, p: i32| state.topic(topic).is_some_and(|t| t.partition(p).is_some());
-    let response = respond(&req, |t, p| {
-        if code != 0 {
-            code
-        } else if exists(t, p) {
-            0
-        } else {
-            ResponseError::UnknownTopicOrPartition.code()
-        }
-    });
+    let response = respond(&req, super::offset_commit::partition_code(state, code));
     if code != 0 {
         return Reply::Ready(Box::new(response.into()), version);
     }

@@ -272,10 +272,7 @@ impl GroupService {
         instance: Option<&str>,
         offsets: Vec<(String, i32, Committed)>,
     ) -> Result<Result<(), ResponseError>, StorageError> {
-        if let Err(e) = self
-            .coordinator()
-            .check_commit(group, generation, member, instance)
-        {
+        if let Err(e) = self.check_commit(group, generation, member, instance) {
             return Ok(Err(e));
         }
         let offsets = offsets.into_iter().map(|(t, p, c)| ((group, t, p), c));
