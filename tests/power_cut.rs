@@ -8,12 +8,15 @@
 //! * every acknowledged OffsetCommit is there (or a later one);
 //! * every acknowledged topic creation is there;
 //! * no producer id is handed out twice;
+//! * transactions are all or nothing, and every acknowledged commit is visible to
+//!   read_committed readers (`power_cut_txn`);
 //! * the broker opens.
 //!
 //! 20 cuts per storage format (`FINSTREAM_POWER_CUTS` for more; scripts/reliability.sh).
 //! Needs root (FUSE mount); CI runs as root.
 
 mod common;
+mod power_cut_txn;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{Read, Write};
@@ -333,6 +336,7 @@ async fn power_cut_loop(format: &str) {
     std::fs::create_dir_all(&mnt).unwrap();
     let data = mnt.join("data");
     let acked = Arc::new(Mutex::new(Acked::default()));
+    let txns = Arc::new(Mutex::new(power_cut_txn::Txns::default()));
     let mut rng = Rng(0x5eed_0000 + format.len() as u64);
     let (mut lost, mut partial) = (0u64, 0);
     let started = Instant::now();
@@ -340,6 +344,7 @@ async fn power_cut_loop(format: &str) {
         .expect("mount the lazy filesystem (needs root and /dev/fuse; CI runs as root)");
     let mut broker = start_broker(&data, format);
     create_topic(&broker.addr, TOPIC, PARTITIONS).await;
+    create_topic(&broker.addr, power_cut_txn::TOPIC, 2).await;
     acked.lock().unwrap().topics.push(TOPIC.into());
     for cycle in 0..cuts {
         let stop = Arc::new(AtomicBool::new(false));
@@ -351,6 +356,8 @@ async fn power_cut_loop(format: &str) {
         ));
         let (addr, s, a) = (broker.addr.clone(), stop.clone(), acked.clone());
         let meta = std::thread::spawn(move || metadata_load(addr, cycle, s, a));
+        let (addr, s, t) = (broker.addr.clone(), stop.clone(), txns.clone());
+        let transactional = std::thread::spawn(move || power_cut_txn::load(addr, cycle, s, t));
         tokio::time::sleep(Duration::from_millis(150 + rng.below(900))).await;
         // The power goes: the broker dies, unsynced writes are lost.
         broker.kill9();
@@ -359,6 +366,7 @@ async fn power_cut_loop(format: &str) {
         producing.abort();
         let _ = producing.await;
         let _ = meta.join();
+        let _ = transactional.join();
         let cut = if cycle % 2 == 0 {
             Cut::drop_all()
         } else {
@@ -374,8 +382,19 @@ async fn power_cut_loop(format: &str) {
         let a = std::mem::take(&mut *acked.lock().unwrap());
         check(&broker.addr, &a, cycle).await;
         *acked.lock().unwrap() = a;
+        let t = std::mem::take(&mut *txns.lock().unwrap());
+        power_cut_txn::check(&broker.addr, &t, cycle).await;
+        *txns.lock().unwrap() = t;
     }
     let a = acked.lock().unwrap();
+    let t = txns.lock().unwrap();
+    eprintln!(
+        "power cuts ({format}): transactions: {} committed (acknowledged), {} aborted, {} commits under way at a cut",
+        t.committed.len(),
+        t.aborted.len(),
+        t.commit_asked.len() - t.committed.len()
+    );
+    assert!(!t.committed.is_empty(), "no transaction committed");
     eprintln!(
         "power cuts ({format}): {cuts} cuts ({partial} with half the unsynced pages written \
          back) in {:.0} s; {} messages acknowledged of {} sent, {} offset commits, \
