@@ -455,3 +455,59 @@ async fn a_restarted_static_member_gets_its_partitions_back_without_a_rebalance(
     );
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_are_added_durably_and_never_removed() {
+    use rdkafka::admin::NewPartitions;
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BinaryBroker::start(dir.path());
+    let bs = broker.addr.clone();
+    create_topic(&bs, "growing", 2).await;
+    let admin = admin(&bs);
+    let opts = AdminOptions::new();
+    let dry = admin
+        .create_partitions(
+            &[NewPartitions::new("growing", 3)],
+            &AdminOptions::new().validate_only(true),
+        )
+        .await
+        .unwrap();
+    assert!(dry[0].is_ok());
+    let grown = admin
+        .create_partitions(&[NewPartitions::new("growing", 5)], &opts)
+        .await
+        .unwrap();
+    assert!(grown[0].is_ok(), "{grown:?}");
+    for (count, why) in [(5, "same count"), (3, "fewer")] {
+        let r = admin
+            .create_partitions(&[NewPartitions::new("growing", count)], &opts)
+            .await
+            .unwrap();
+        assert!(
+            matches!(&r[0], Err((_, RDKafkaErrorCode::InvalidPartitions))),
+            "{why}: {r:?}"
+        );
+    }
+    let unknown = admin
+        .create_partitions(&[NewPartitions::new("nope", 3)], &opts)
+        .await
+        .unwrap();
+    assert!(unknown[0].is_err());
+    // the new partitions take data, and survive a restart
+    let p = producer(&bs, &[]);
+    p.send(
+        FutureRecord::<(), _>::to("growing")
+            .partition(4)
+            .payload("in p4"),
+        WAIT,
+    )
+    .await
+    .unwrap();
+    broker.kill9();
+    let broker = BinaryBroker::start_with(dir.path(), &["--listen", &bs]);
+    let c = assigned_consumer(&broker.addr, "growing", 5, &[]);
+    let got = consume_n(&c, 1, WAIT).await;
+    assert_eq!((got[0].partition, got[0].offset), (4, 0));
+    let md = c.fetch_metadata(Some("growing"), WAIT).unwrap();
+    assert_eq!(md.topics()[0].partitions().len(), 5);
+}

@@ -303,6 +303,67 @@ impl State {
         }
     }
 
+    /// Grows topic `name` to `count` partitions (CreatePartitions: partitions are only ever
+    /// added). With `validate_only`, checks without changing anything.
+    pub fn create_partitions(
+        &self,
+        name: &str,
+        count: i32,
+        validate_only: bool,
+    ) -> Result<(), TopicError> {
+        let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
+        let topic = self.topic(name).ok_or_else(|| {
+            TopicError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            )
+        })?;
+        let current = topic.partitions.len() as i32;
+        if count <= current {
+            return Err(TopicError::new(
+                ResponseError::InvalidPartitions,
+                format!("topic '{name}' has {current} partitions; {count} would not add any (partitions cannot be removed)"),
+            ));
+        }
+        if count > MAX_PARTITIONS {
+            return Err(TopicError::new(
+                ResponseError::InvalidPartitions,
+                format!("{count} partitions requested; at most {MAX_PARTITIONS}"),
+            ));
+        }
+        if validate_only {
+            return Ok(());
+        }
+        let meta = TopicMeta {
+            name: name.to_string(),
+            id: *topic.id.as_bytes(),
+            partitions: count,
+        };
+        self.store.create_topic(&meta)?;
+        let mut partitions = topic.partitions.clone();
+        for p in current..count {
+            let log = self.store.open_log(name, p)?;
+            let hw = HighWatermark::new(log.log_end_offset());
+            partitions.push(Arc::new(Partition {
+                topic: topic.name.clone(),
+                index: p,
+                log,
+                hw,
+            }));
+        }
+        let grown = Arc::new(Topic {
+            name: topic.name.clone(),
+            id: topic.id,
+            partitions,
+        });
+        self.topics
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(grown.name.clone(), grown);
+        tracing::info!(topic = name, from = current, to = count, "added partitions");
+        Ok(())
+    }
+
     /// Deletes a topic and its data.
     pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());

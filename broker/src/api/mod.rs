@@ -4,6 +4,7 @@
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
 mod api_versions;
+mod create_partitions;
 mod create_topics;
 mod delete_groups;
 mod delete_topics;
@@ -71,6 +72,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
+    (ApiKey::CreatePartitions, 0, 3),
     // v0 is listed because librdkafka requires it to enable SASL; clients then use v1
     // with SaslAuthenticate (raw v0 tokens after the handshake are not supported).
     (ApiKey::SaslHandshake, 0, 1),
@@ -172,6 +174,7 @@ pub fn dispatch(
         }
         RequestKind::ListTransactions(req) => ready(list_transactions::handle(state, req).into()),
         RequestKind::DescribeProducers(req) => ready(describe_producers::handle(state, req).into()),
+        RequestKind::CreatePartitions(req) => Ok(create_partitions::handle(state, req, version)),
         _ => Err(unsupported()),
     }
 }
