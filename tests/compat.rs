@@ -49,6 +49,18 @@ fn python_confluent_kafka() {
     );
 }
 
+/// confluent-kafka's AdminClient: list_offsets (once reported to time out) and
+/// create_partitions.
+#[test]
+fn python_confluent_kafka_admin() {
+    let _one_at_a_time = serial();
+    run_client_script(
+        &root().join(".venv/bin/python"),
+        &root().join("tests/compat/python/admin_confluent.py"),
+        2,
+    );
+}
+
 #[test]
 fn python_kafka_python() {
     run_scenario(
