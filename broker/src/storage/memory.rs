@@ -17,6 +17,8 @@ pub struct MemoryLog {
     batches: RwLock<BTreeMap<i64, Bytes>>,
     next: Mutex<(i64, HashMap<i64, ProducerEntry>)>,
     txns: SharedTxnIndex,
+    /// Log start set by `delete_records` (0: none).
+    start: std::sync::atomic::AtomicI64,
 }
 
 impl Log for MemoryLog {
@@ -62,11 +64,26 @@ impl Log for MemoryLog {
     }
 
     fn log_start_offset(&self) -> i64 {
-        let map = self.batches.read().unwrap_or_else(|e| e.into_inner());
-        map.keys()
-            .next()
-            .copied()
-            .unwrap_or_else(|| self.log_end_offset())
+        let first = {
+            let map = self.batches.read().unwrap_or_else(|e| e.into_inner());
+            map.keys().next().copied()
+        };
+        let first = first.unwrap_or_else(|| self.log_end_offset());
+        first.max(self.start.load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    fn delete_records(&self, offset: i64) -> Result<i64, StorageError> {
+        let guard = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.log_start_offset();
+        let start = super::trim_target(current, offset, guard.0, self.txns.first_unstable());
+        let mut map = self.batches.write().unwrap_or_else(|e| e.into_inner());
+        map.retain(|&base, b| {
+            let last = batch::info(b).map_or(base, |i| base + i64::from(i.last_offset_delta));
+            last >= start
+        });
+        self.start
+            .store(start, std::sync::atomic::Ordering::Release);
+        Ok(start)
     }
 
     fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {

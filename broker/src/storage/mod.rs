@@ -88,6 +88,31 @@ pub trait Log: Send + Sync {
 
     /// The producers with state in this log (DescribeProducers).
     fn producers(&self) -> Vec<(i64, ProducerEntry)>;
+
+    /// Moves the log start to `offset` (clamped to the log end, never backwards, never past
+    /// the first offset of an open transaction) and drops what lies wholly below it; reads
+    /// below the start are then out of range. Returns the new log start. Durable after the
+    /// next [`Store::sync`] (the segment format makes it durable before returning).
+    fn delete_records(&self, offset: i64) -> Result<i64, StorageError>;
+
+    /// The closed (no longer appended to) segments, oldest first, for retention; empty for
+    /// formats without segments.
+    fn closed_segments(&self) -> Vec<SegmentInfo> {
+        Vec::new()
+    }
+}
+
+/// A closed segment, as retention sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// First offset.
+    pub base: i64,
+    /// First offset of the next segment.
+    pub next: i64,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Largest record timestamp (-1 when unknown).
+    pub max_timestamp: i64,
 }
 
 /// The set of logs plus broker metadata, persisted together.
@@ -201,6 +226,13 @@ pub(crate) fn idempotence(
         Check::Duplicate(at) => Err(Appended::Duplicate(at)),
         Check::Reject(code) => Err(Appended::Rejected(code)),
     }
+}
+
+/// Where a log start moved to `offset` lands: not below `current`, not past `end`, not past
+/// the first offset of an open transaction (its records must stay for its markers).
+pub(crate) fn trim_target(current: i64, offset: i64, end: i64, first_unstable: Option<i64>) -> i64 {
+    let limit = first_unstable.map_or(end, |u| u.min(end));
+    offset.min(limit).max(current)
 }
 
 /// Shared read logic over an ordered map of `base offset -> batch`, used by both stores.
@@ -401,6 +433,45 @@ pub(crate) mod contract {
         assert_eq!(log.append(&commit, &info).unwrap(), Appended::At(4));
         assert_eq!(log.txn_index().first_unstable(), None);
         assert_eq!(log.txn_index().aborted(0, 5), vec![aborted]);
+    }
+
+    /// `delete_records` moves the log start durably (through reopening), never backwards,
+    /// never past the end or an open transaction; reads from the start still work.
+    pub(crate) fn records_deleted_survive_reopen(open: &dyn Fn() -> Box<dyn Store>) {
+        let meta = TopicMeta {
+            name: "trim".into(),
+            id: [5; 16],
+            partitions: 1,
+        };
+        {
+            let store = open();
+            store.create_topic(&meta).unwrap();
+            let log = store.open_log("trim", 0).unwrap();
+            for i in 0..50u8 {
+                let value = vec![b'a' + i % 26; 40];
+                append(&*log, &make_batch(&[&value, &value], 1000, 1));
+            }
+            assert_eq!(log.log_end_offset(), 100);
+            assert_eq!(log.delete_records(31).unwrap(), 31);
+            assert_eq!(log.delete_records(10).unwrap(), 31, "never backwards");
+            assert_eq!(log.log_start_offset(), 31);
+            let first = split(log.read(31, 100, 1 << 20).unwrap());
+            assert_eq!(crate::batch::base_offset(&first[0]), Some(30));
+            store.sync().unwrap();
+        }
+        let store = open();
+        let log = store.open_log("trim", 0).unwrap();
+        assert_eq!(log.log_start_offset(), 31);
+        assert_eq!(log.log_end_offset(), 100);
+        assert_eq!(split(log.read(31, 100, 1 << 20).unwrap()).len(), 35);
+        // an open transaction holds the start at its first offset
+        assert_eq!(append(&*log, &txn_batch(b"t", 9, 0, 0)), Appended::At(100));
+        append(&*log, &make_batch(&[b"x"], 1000, 1));
+        assert_eq!(log.delete_records(500).unwrap(), 100);
+        let commit = crate::control::marker_batch(9, 0, crate::control::Marker::Commit, 0);
+        let info = crate::batch::info(&commit).unwrap();
+        log.append(&commit, &info).unwrap();
+        assert_eq!(log.delete_records(500).unwrap(), 103, "clamped to the end");
     }
 
     /// `log` answers every read and time lookup exactly as an in-memory log holding the

@@ -72,7 +72,9 @@ pub struct SledLog {
     /// Log end offset and idempotent-producer states; the mutex also serialises appends so
     /// offsets are dense.
     next: Mutex<(i64, HashMap<i64, ProducerEntry>)>,
-    start: i64,
+    /// First readable offset: the first stored batch's base, or where `delete_records`
+    /// moved it (key `s`).
+    start: std::sync::atomic::AtomicI64,
     txns: SharedTxnIndex,
 }
 
@@ -96,10 +98,15 @@ impl SledLog {
                 base + i64::from(info.last_offset_delta) + 1
             }
         };
-        let start = match tree.scan_prefix(b"b").next() {
+        let first = match tree.scan_prefix(b"b").next() {
             None => next,
             Some(item) => key_offset(&item?.0, &name)?,
         };
+        let trimmed = match tree.get([b's'])? {
+            Some(v) => offset_value(&v, &name)?,
+            None => first,
+        };
+        let start = std::sync::atomic::AtomicI64::new(trimmed.clamp(first.min(next), next));
         let mut producers = HashMap::new();
         for item in tree.scan_prefix(b"p") {
             let (k, v) = item?;
@@ -217,7 +224,33 @@ impl Log for SledLog {
     }
 
     fn log_start_offset(&self) -> i64 {
+        self.start.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn delete_records(&self, offset: i64) -> Result<i64, StorageError> {
+        let guard = self.next.lock().unwrap_or_else(|e| e.into_inner());
+        let current = self.log_start_offset();
+        let start = super::trim_target(current, offset, guard.0, self.txns.first_unstable());
+        if start == current {
+            return Ok(current);
+        }
+        let mut ops = sled::Batch::default();
+        for item in self.batches_from(0) {
+            let (base, b) = item?;
+            let last = batch::info(&b).map_or(base, |i| base + i64::from(i.last_offset_delta));
+            if last >= start {
+                break;
+            }
+            for chunk in 0..b.len().div_ceil(CHUNK) {
+                ops.remove(&chunk_key(base, chunk as u16));
+            }
+            ops.remove(&key(b't', base));
+        }
+        ops.insert(&[b's'], &start.to_be_bytes());
+        self.tree.apply_batch(ops)?;
         self.start
+            .store(start, std::sync::atomic::Ordering::Release);
+        Ok(start)
     }
 
     fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
@@ -402,6 +435,14 @@ mod tests {
     fn keeps_the_transaction_index_after_reopen() {
         let dir = tempfile::tempdir().unwrap();
         contract::transactions_survive_reopen(&|| {
+            Box::new(SledStore::open(dir.path(), 8 << 20).unwrap())
+        });
+    }
+
+    #[test]
+    fn deleted_records_stay_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        contract::records_deleted_survive_reopen(&|| {
             Box::new(SledStore::open(dir.path(), 8 << 20).unwrap())
         });
     }

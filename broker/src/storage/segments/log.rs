@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -76,9 +76,15 @@ pub struct SegmentLog {
     pub(super) dir: PathBuf,
     pub(super) segment_bytes: u64,
     pub(super) writer: Mutex<Writer>,
+    /// The live segments, oldest first.
     pub(super) segments: RwLock<Vec<Segment>>,
+    /// Segments removed from the front so far: segment `i` of the log's life is
+    /// `segments[i - removed]`, so a read under way keeps its place (changed only under
+    /// the `segments` write lock).
+    pub(super) removed: AtomicUsize,
     pub(super) end_offset: AtomicI64,
-    pub(super) start_offset: i64,
+    /// First offset still readable (moved by [`SegmentLog::trim`]).
+    pub(super) start_offset: AtomicI64,
     /// Written since the last sync.
     pub(super) dirty: AtomicBool,
     /// Open and aborted transactions, rebuilt by the recovery scan.
@@ -118,8 +124,11 @@ impl SegmentLog {
                 detail: "no segment".into(),
             });
         };
-        let start_offset = first.base;
+        let start_offset = super::trim::read_checkpoint(&dir)?
+            .unwrap_or(first.base)
+            .clamp(first.base, next);
         let (active, active_path) = (active.file.clone(), active.path.clone());
+        drop_below(&dir, &mut segments, start_offset)?;
         Ok(SegmentLog {
             name,
             dir,
@@ -132,8 +141,9 @@ impl SegmentLog {
                 failed: None,
             }),
             segments: RwLock::new(segments),
+            removed: AtomicUsize::new(0),
             end_offset: AtomicI64::new(next),
-            start_offset,
+            start_offset: AtomicI64::new(start_offset),
             dirty: AtomicBool::new(false),
             txns: SharedTxnIndex::new(txns),
         })
@@ -200,21 +210,22 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Index of the segment holding `offset` (segments are only ever added at the end, so
-    /// indexes stay valid).
+    /// Number (over the log's life, see `removed`) of the segment holding `offset`.
     fn segment_holding(&self, offset: i64) -> usize {
         let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
-        segments
-            .partition_point(|s| s.base <= offset)
-            .saturating_sub(1)
+        self.removed.load(Ordering::Acquire)
+            + segments
+                .partition_point(|s| s.base <= offset)
+                .saturating_sub(1)
     }
 
-    /// Segment `i` as `(file, path, position, end)`: where a read of `offset` starts in it
+    /// Segment number `i` as `(file, path, position, end)`: where a read of `offset` starts in it
     /// (by the index if the offset is in it, else 0) and where its batches end. `None` past
     /// the last segment. One lookup per segment a read touches.
     fn segment_for_read(&self, i: usize, offset: i64) -> Option<(Arc<File>, PathBuf, u64, u64)> {
         let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
-        let s = segments.get(i)?;
+        // A segment removed since the read began ends it: what it held is below the start.
+        let s = segments.get(i.checked_sub(self.removed.load(Ordering::Acquire))?)?;
         let e = s.index.partition_point(|e| e.offset <= offset);
         let pos = s.index.get(e.wrapping_sub(1)).map_or(0, |e| e.pos);
         Some((s.file.clone(), s.path.clone(), pos, s.end))
@@ -341,7 +352,26 @@ impl Log for SegmentLog {
     }
 
     fn log_start_offset(&self) -> i64 {
-        self.start_offset
+        self.start_offset.load(Ordering::Acquire)
+    }
+
+    fn delete_records(&self, offset: i64) -> Result<i64, StorageError> {
+        self.trim(offset)
+    }
+
+    fn closed_segments(&self) -> Vec<crate::storage::SegmentInfo> {
+        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        let n = segments.len().saturating_sub(1);
+        segments[..n]
+            .iter()
+            .zip(&segments[1..])
+            .map(|(s, next)| crate::storage::SegmentInfo {
+                base: s.base,
+                next: next.base,
+                bytes: s.end,
+                max_timestamp: s.index.iter().map(|e| e.max_ts).max().unwrap_or(-1),
+            })
+            .collect()
     }
 
     fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError> {
@@ -385,6 +415,19 @@ impl Log for SegmentLog {
         let w = self.writer.lock().unwrap_or_else(|e| e.into_inner());
         w.producers.iter().map(|(&p, e)| (p, e.clone())).collect()
     }
+}
+
+/// Removes (from disk and from `segments`) the segments wholly below `start`, which a
+/// crash after a checkpoint may have left.
+fn drop_below(dir: &Path, segments: &mut Vec<Segment>, start: i64) -> Result<(), StorageError> {
+    let n = super::trim::wholly_below(segments, start);
+    for s in segments.drain(..n) {
+        fs::remove_file(&s.path).map_err(io_err(&s.path))?;
+    }
+    if n > 0 {
+        sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// The segment files of a log directory by base offset, creating the directory and a first

@@ -31,6 +31,7 @@
 mod file;
 mod log;
 mod scan;
+mod trim;
 
 use std::collections::HashMap;
 use std::fs;

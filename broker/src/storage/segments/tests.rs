@@ -264,3 +264,21 @@ fn data_directories_keep_the_storage_format_they_were_created_with() {
     assert_eq!(store.open_log("t", 0).unwrap().log_end_offset(), 2);
     assert_eq!(segment_files(new.path(), "t-0").len(), 1);
 }
+
+#[test]
+fn deleted_records_stay_deleted_and_whole_segments_go() {
+    for segment_bytes in [DEFAULT_SEGMENT_BYTES, 300] {
+        let dir = tempfile::tempdir().unwrap();
+        contract::records_deleted_survive_reopen(&|| {
+            Box::new(open_store(dir.path(), segment_bytes))
+        });
+        let logs: Vec<PathBuf> = segment_files(dir.path(), "trim-0")
+            .into_iter()
+            .filter(|f| f.extension().is_some_and(|e| e == "log"))
+            .collect();
+        if segment_bytes == 300 {
+            // one batch (2 records) per segment: only the active segment is left
+            assert_eq!(logs.len(), 1, "{logs:?}");
+        }
+    }
+}
