@@ -102,7 +102,7 @@ impl SledLog {
             None => next,
             Some(item) => key_offset(&item?.0, &name)?,
         };
-        let trimmed = match tree.get([b's'])? {
+        let trimmed = match tree.get(b"s")? {
             Some(v) => offset_value(&v, &name)?,
             None => first,
         };
@@ -246,7 +246,7 @@ impl Log for SledLog {
             }
             ops.remove(&key(b't', base));
         }
-        ops.insert(&[b's'], &start.to_be_bytes());
+        ops.insert(b"s", &start.to_be_bytes());
         self.tree.apply_batch(ops)?;
         self.start
             .store(start, std::sync::atomic::Ordering::Release);

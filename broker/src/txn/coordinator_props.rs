@@ -73,7 +73,7 @@ struct Model {
     /// Offsets the groups hold.
     applied: BTreeMap<(String, String, i32), Committed>,
     /// Offsets each completion from EndTxn(commit) must apply.
-    expected_offsets: HashMap<(i64, i16), BTreeMap<(String, String, i32), Committed>>,
+    expected_offsets: HashMap<(i64, i16), PendingOffsets>,
 }
 
 fn id_of(client: usize) -> &'static str {
