@@ -54,6 +54,20 @@ pub struct BrokerArgs {
     /// How often (ms) open transactions are checked against their timeout and aborted.
     #[arg(long, env = "FINSTREAM_TRANSACTION_CHECK_INTERVAL_MS", default_value_t = 1000, value_parser = clap::value_parser!(u64).range(10..))]
     pub transaction_check_interval_ms: u64,
+    /// Delete log segments whose newest record is older than this many hours (Kafka's
+    /// log.retention.hours; -1 keeps data forever).
+    #[arg(long, env = "FINSTREAM_LOG_RETENTION_HOURS", default_value_t = 168, allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(-1..))]
+    pub log_retention_hours: i64,
+    /// The same in milliseconds; overrides --log-retention-hours (-1 keeps data forever).
+    #[arg(long, env = "FINSTREAM_LOG_RETENTION_MS", allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(-1..))]
+    pub log_retention_ms: Option<i64>,
+    /// Delete the oldest segments while a partition is larger than this many bytes (Kafka's
+    /// log.retention.bytes; -1: no size limit).
+    #[arg(long, env = "FINSTREAM_LOG_RETENTION_BYTES", default_value_t = -1, allow_negative_numbers = true, value_parser = clap::value_parser!(i64).range(-1..))]
+    pub log_retention_bytes: i64,
+    /// How often (ms) retention runs.
+    #[arg(long, env = "FINSTREAM_LOG_RETENTION_CHECK_INTERVAL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub log_retention_check_interval_ms: u64,
     /// Accept CreateTopics with a replication factor up to N (kept as one replica): for
     /// tests written for a cluster. 1 refuses more, as a one-node Kafka does.
     #[arg(long, env = "FINSTREAM_MAX_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
@@ -139,6 +153,16 @@ impl BrokerArgs {
                 .unwrap_or(usize::MAX),
             max_connections: self.max_connections,
             max_replication_factor: self.max_replication_factor,
+            log_retention: {
+                let ms = self
+                    .log_retention_ms
+                    .unwrap_or(self.log_retention_hours.saturating_mul(3_600_000));
+                u64::try_from(ms).ok().map(Duration::from_millis)
+            },
+            log_retention_bytes: u64::try_from(self.log_retention_bytes).ok(),
+            log_retention_check_interval: Duration::from_millis(
+                self.log_retention_check_interval_ms,
+            ),
             group_initial_rebalance_delay: Duration::from_millis(
                 self.group_initial_rebalance_delay_ms,
             ),

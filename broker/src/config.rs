@@ -50,6 +50,15 @@ pub struct BrokerConfig {
     /// How often open transactions are checked for their timeout (Kafka's
     /// `transaction.abort.timed.out.transaction.cleanup.interval.ms` is 10 s; default 1 s).
     pub transaction_check_interval: Duration,
+    /// Segments whose newest record is older than this are deleted (Kafka's
+    /// `log.retention.ms`; default 7 days; `None`: kept forever).
+    pub log_retention: Option<Duration>,
+    /// Oldest segments are deleted while a partition is larger than this (Kafka's
+    /// `log.retention.bytes`; default `None`: no size limit).
+    pub log_retention_bytes: Option<u64>,
+    /// How often retention runs (10 s by default, as Redpanda; Kafka's
+    /// `log.retention.check.interval.ms` is 5 minutes).
+    pub log_retention_check_interval: Duration,
     /// sled page cache size in bytes.
     pub cache_bytes: u64,
     /// Storage format of a new data directory (an existing one keeps its own).
@@ -93,6 +102,9 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay: Duration::from_secs(1),
             transaction_max_timeout: Duration::from_secs(900),
             transaction_check_interval: Duration::from_secs(1),
+            log_retention: Some(Duration::from_secs(168 * 3600)),
+            log_retention_bytes: None,
+            log_retention_check_interval: Duration::from_secs(10),
             cache_bytes: 64 * 1024 * 1024,
             storage_format: StorageFormat::default(),
             segment_bytes: DEFAULT_SEGMENT_BYTES,

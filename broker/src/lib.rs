@@ -32,6 +32,7 @@ pub(crate) mod group;
 pub(crate) mod ids;
 pub(crate) mod metrics;
 pub(crate) mod producer_state;
+pub(crate) mod retention;
 pub mod sasl;
 pub mod server;
 pub(crate) mod state;
@@ -159,6 +160,14 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let state = State::recover(config, store, advertised, shutdown_rx.clone())?;
     api::txn_complete::spawn_ticker(&state);
+    retention::spawn(
+        &state,
+        retention::Limits {
+            max_age_ms: state.config.log_retention.map(|d| d.as_millis() as i64),
+            max_bytes: state.config.log_retention_bytes,
+        },
+        state.config.log_retention_check_interval,
+    );
     tracing::info!(
         listen = %local_addr,
         advertised = %format!("{}:{}", state.advertised.0, state.advertised.1),

@@ -7,6 +7,7 @@ mod api_versions;
 mod create_partitions;
 mod create_topics;
 mod delete_groups;
+mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
@@ -73,6 +74,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListTransactions, 0, 1),
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
     // v0 is listed because librdkafka requires it to enable SASL; clients then use v1
     // with SaslAuthenticate (raw v0 tokens after the handshake are not supported).
     (ApiKey::SaslHandshake, 0, 1),
@@ -175,6 +177,7 @@ pub fn dispatch(
         RequestKind::ListTransactions(req) => ready(list_transactions::handle(state, req).into()),
         RequestKind::DescribeProducers(req) => ready(describe_producers::handle(state, req).into()),
         RequestKind::CreatePartitions(req) => Ok(create_partitions::handle(state, req, version)),
+        RequestKind::DeleteRecords(req) => Ok(delete_records::handle(state, req, version)),
         _ => Err(unsupported()),
     }
 }

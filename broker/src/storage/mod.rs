@@ -95,19 +95,19 @@ pub trait Log: Send + Sync {
     /// next [`Store::sync`] (the segment format makes it durable before returning).
     fn delete_records(&self, offset: i64) -> Result<i64, StorageError>;
 
-    /// The closed (no longer appended to) segments, oldest first, for retention; empty for
-    /// formats without segments.
-    fn closed_segments(&self) -> Vec<SegmentInfo> {
+    /// The segments, oldest first, the last being the active one (appended to), for
+    /// retention; empty for formats without segments (sled, memory: no retention).
+    fn segments(&self) -> Vec<SegmentInfo> {
         Vec::new()
     }
 }
 
-/// A closed segment, as retention sees it.
+/// A segment, as retention sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SegmentInfo {
     /// First offset.
     pub base: i64,
-    /// First offset of the next segment.
+    /// First offset of the next segment (the log end for the active one).
     pub next: i64,
     /// Size in bytes.
     pub bytes: u64,

@@ -359,15 +359,15 @@ impl Log for SegmentLog {
         self.trim(offset)
     }
 
-    fn closed_segments(&self) -> Vec<crate::storage::SegmentInfo> {
+    fn segments(&self) -> Vec<crate::storage::SegmentInfo> {
         let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
-        let n = segments.len().saturating_sub(1);
-        segments[..n]
+        let end = self.end_offset.load(Ordering::Acquire);
+        segments
             .iter()
-            .zip(&segments[1..])
-            .map(|(s, next)| crate::storage::SegmentInfo {
+            .enumerate()
+            .map(|(i, s)| crate::storage::SegmentInfo {
                 base: s.base,
-                next: next.base,
+                next: segments.get(i + 1).map_or(end, |n| n.base),
                 bytes: s.end,
                 max_timestamp: s.index.iter().map(|e| e.max_ts).max().unwrap_or(-1),
             })
