@@ -347,6 +347,34 @@ async fn a_stored_position_past_the_end_is_recorded_and_by_policy_reloaded_or_re
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_deleted_below_the_stored_position_are_recorded_as_a_gap() {
+    let db = TestDb::new("belowstart").await;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = start_broker(Some(dir.path())).await;
+    let bs = broker.bootstrap_servers();
+    let first: Vec<String> = (0..5).map(|i| row(&format!("r {i}"), 0.1)).collect();
+    send(&bs, "bs", &first).await;
+    run(cfg(&bs, "bs", &db.url)).await.unwrap();
+    let client = db.client().await;
+    assert_eq!(stored_offset(&client, "bs").await.0, 5);
+    // five more rows, of which DeleteRecords (as retention would) removes the first three
+    let more: Vec<String> = (5..10).map(|i| row(&format!("r {i}"), 0.1)).collect();
+    send(&bs, "bs", &more).await;
+    let mut tpl = rdkafka::TopicPartitionList::new();
+    tpl.add_partition_offset("bs", 0, rdkafka::Offset::Offset(8))
+        .unwrap();
+    admin(&bs)
+        .delete_records(&tpl, &AdminOptions::new())
+        .await
+        .unwrap();
+    let s = run(cfg(&bs, "bs", &db.url)).await.unwrap();
+    assert_eq!((s.rows_loaded, s.gaps), (2, 1), "{s}");
+    assert_eq!(gaps(&client).await, vec![("below_start".into(), 5, 8)]);
+    assert_eq!(stored_offset(&client, "bs").await.0, 10);
+    broker.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_offsets_table_from_before_topic_ids_is_upgraded_without_reloading() {
     let db = TestDb::new("upgrade").await;
     let client = db.client().await;
