@@ -43,9 +43,10 @@ pub fn handle(state: &Arc<State>, req: ListOffsetsRequest) -> ListOffsetsRespons
                         LATEST => r.with_offset(hw),
                         EARLIEST => r.with_offset(partition.log.log_start_offset()),
                         ts if ts >= 0 => match partition.log.offset_for_timestamp(ts) {
-                            Ok(Some((offset, found_ts))) if offset < hw => {
-                                r.with_offset(offset).with_timestamp(found_ts)
-                            }
+                            // The batch found may begin below a moved log start.
+                            Ok(Some((offset, found_ts))) if offset < hw => r
+                                .with_offset(offset.max(partition.log.log_start_offset()))
+                                .with_timestamp(found_ts),
                             Ok(_) => r,
                             Err(e) => {
                                 tracing::error!(topic = %t.name.0, "offset lookup failed: {e}");
