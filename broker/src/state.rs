@@ -191,20 +191,28 @@ impl State {
         let name: Arc<str> = meta.name.as_str().into();
         let mut partitions = Vec::with_capacity(meta.partitions as usize);
         for p in 0..meta.partitions {
-            let log = store.open_log(&meta.name, p)?;
-            // Everything found on disk after a restart counts as durable.
-            let hw = HighWatermark::new(log.log_end_offset());
-            partitions.push(Arc::new(Partition {
-                topic: name.clone(),
-                index: p,
-                log,
-                hw,
-            }));
+            partitions.push(Self::open_partition(store, &name, p)?);
         }
         Ok(Arc::new(Topic {
             name,
             id: uuid::Uuid::from_bytes(meta.id),
             partitions,
+        }))
+    }
+
+    /// Opens partition `p` of `topic`; everything its log holds counts as durable.
+    fn open_partition(
+        store: &dyn Store,
+        topic: &Arc<str>,
+        p: i32,
+    ) -> Result<Arc<Partition>, StorageError> {
+        let log = store.open_log(topic, p)?;
+        let hw = HighWatermark::new(log.log_end_offset());
+        Ok(Arc::new(Partition {
+            topic: topic.clone(),
+            index: p,
+            log,
+            hw,
         }))
     }
 
@@ -303,6 +311,16 @@ impl State {
         }
     }
 
+    /// The topic `name`, or UNKNOWN_TOPIC_OR_PARTITION.
+    fn existing_topic(&self, name: &str) -> Result<Arc<Topic>, TopicError> {
+        self.topic(name).ok_or_else(|| {
+            TopicError::new(
+                ResponseError::UnknownTopicOrPartition,
+                format!("topic '{name}' does not exist"),
+            )
+        })
+    }
+
     /// Grows topic `name` to `count` partitions (CreatePartitions: partitions are only ever
     /// added). With `validate_only`, checks without changing anything.
     pub fn create_partitions(
@@ -312,12 +330,7 @@ impl State {
         validate_only: bool,
     ) -> Result<(), TopicError> {
         let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-        let topic = self.topic(name).ok_or_else(|| {
-            TopicError::new(
-                ResponseError::UnknownTopicOrPartition,
-                format!("topic '{name}' does not exist"),
-            )
-        })?;
+        let topic = self.existing_topic(name)?;
         let current = topic.partitions.len() as i32;
         if count <= current {
             return Err(TopicError::new(
@@ -342,14 +355,7 @@ impl State {
         self.store.create_topic(&meta)?;
         let mut partitions = topic.partitions.clone();
         for p in current..count {
-            let log = self.store.open_log(name, p)?;
-            let hw = HighWatermark::new(log.log_end_offset());
-            partitions.push(Arc::new(Partition {
-                topic: topic.name.clone(),
-                index: p,
-                log,
-                hw,
-            }));
+            partitions.push(Self::open_partition(&*self.store, &topic.name, p)?);
         }
         let grown = Arc::new(Topic {
             name: topic.name.clone(),
@@ -367,12 +373,7 @@ impl State {
     /// Deletes a topic and its data.
     pub fn delete_topic(&self, name: &str) -> Result<(), TopicError> {
         let _guard = self.admin.lock().unwrap_or_else(|e| e.into_inner());
-        let topic = self.topic(name).ok_or_else(|| {
-            TopicError::new(
-                ResponseError::UnknownTopicOrPartition,
-                format!("topic '{name}' does not exist"),
-            )
-        })?;
+        let topic = self.existing_topic(name)?;
         self.topics
             .write()
             .unwrap_or_else(|e| e.into_inner())
