@@ -1,6 +1,7 @@
 //! Topics that do not grow forever: DeleteRecords moves a partition's log start durably,
 //! and retention (by record age, by partition size) deletes old segments in the
-//! background; consumers below the start get OFFSET_OUT_OF_RANGE and their reset policy.
+//! background; consumers below the start get OFFSET_OUT_OF_RANGE and their reset policy;
+//! DescribeLogDirs reports the sizes.
 
 mod common;
 
@@ -140,5 +141,24 @@ async fn retention_deletes_old_segments_by_age_and_by_size() {
     let (start, end) = watermarks(&bs, "sized");
     // about 130 bytes a record: 6,000 bytes plus at most one segment hold 60 records or so
     assert!(end - start < 80 && end - start > 30, "kept {start}..{end}");
+    // DescribeLogDirs reports the partition's size on disk: within the limit plus a segment
+    use kafka_protocol::messages::{ApiKey, DescribeLogDirsRequest, DescribeLogDirsResponse};
+    let mut c = RawClient::connect(&bs);
+    let dirs: DescribeLogDirsResponse = c.call(
+        ApiKey::DescribeLogDirs,
+        4,
+        &DescribeLogDirsRequest::default().with_topics(None),
+    );
+    assert_eq!(dirs.results.len(), 1);
+    let result = &dirs.results[0];
+    assert_eq!(result.log_dir.as_str(), sized.path().display().to_string());
+    assert!(result.usable_bytes > 0);
+    let topic = result
+        .topics
+        .iter()
+        .find(|t| t.name.0.as_str() == "sized")
+        .unwrap();
+    let size = topic.partitions[0].partition_size;
+    assert!((4_000..=8_000).contains(&size), "size {size}");
     broker.shutdown().await.unwrap();
 }

@@ -12,6 +12,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_configs;
 mod describe_groups;
+mod describe_log_dirs;
 mod describe_producers;
 mod describe_transactions;
 mod end_txn;
@@ -75,6 +76,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeProducers, 0, 0),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeLogDirs, 1, 4),
     // v0 is listed because librdkafka requires it to enable SASL; clients then use v1
     // with SaslAuthenticate (raw v0 tokens after the handshake are not supported).
     (ApiKey::SaslHandshake, 0, 1),
@@ -178,6 +180,7 @@ pub fn dispatch(
         RequestKind::DescribeProducers(req) => ready(describe_producers::handle(state, req).into()),
         RequestKind::CreatePartitions(req) => Ok(create_partitions::handle(state, req, version)),
         RequestKind::DeleteRecords(req) => Ok(delete_records::handle(state, req, version)),
+        RequestKind::DescribeLogDirs(req) => ready(describe_log_dirs::handle(state, req).into()),
         _ => Err(unsupported()),
     }
 }
