@@ -196,3 +196,54 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
         .unwrap();
     broker.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offset_delete_removes_one_partitions_offset_durably() {
+    use kafka_protocol::messages::offset_delete_request::{
+        OffsetDeleteRequestPartition, OffsetDeleteRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetDeleteRequest, OffsetDeleteResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BinaryBroker::start(dir.path());
+    create_topic(&broker.addr, "kept", 2).await;
+    let c = group_consumer(&broker.addr, "cleaners");
+    let mut commit = TopicPartitionList::new();
+    for (p, o) in [(0, 42), (1, 7)] {
+        commit
+            .add_partition_offset("kept", p, Offset::Offset(o))
+            .unwrap();
+    }
+    c.commit(&commit, CommitMode::Sync).unwrap();
+    drop(c);
+    let request = |group: &'static str| {
+        OffsetDeleteRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str(group)))
+            .with_topics(vec![OffsetDeleteRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_static_str("kept")))
+                .with_partitions(vec![
+                    OffsetDeleteRequestPartition::default().with_partition_index(0)
+                ])])
+    };
+    let mut raw = RawClient::connect(&broker.addr);
+    let r: OffsetDeleteResponse = raw.call(ApiKey::OffsetDelete, 0, &request("cleaners"));
+    assert_eq!(r.error_code, 0);
+    assert_eq!(r.topics[0].partitions[0].error_code, 0);
+    let r: OffsetDeleteResponse = raw.call(ApiKey::OffsetDelete, 0, &request("nobody"));
+    assert_eq!(r.error_code, 69, "GROUP_ID_NOT_FOUND");
+    assert!(broker.terminate().success());
+    let broker = BinaryBroker::start(dir.path());
+    let c = group_consumer(&broker.addr, "cleaners");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition("kept", 0);
+    tpl.add_partition("kept", 1);
+    let got = c.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+    assert_eq!(
+        got.find_partition("kept", 0).unwrap().offset(),
+        Offset::Invalid
+    );
+    assert_eq!(
+        got.find_partition("kept", 1).unwrap().offset(),
+        Offset::Offset(7)
+    );
+}

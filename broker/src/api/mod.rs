@@ -27,6 +27,7 @@ mod list_offsets;
 mod list_transactions;
 mod metadata;
 mod offset_commit;
+mod offset_delete;
 mod offset_fetch;
 mod produce;
 pub mod sasl;
@@ -77,6 +78,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
+    (ApiKey::OffsetDelete, 0, 0),
     // v0 is listed because librdkafka requires it to enable SASL; clients then use v1
     // with SaslAuthenticate (raw v0 tokens after the handshake are not supported).
     (ApiKey::SaslHandshake, 0, 1),
@@ -181,6 +183,7 @@ pub fn dispatch(
         RequestKind::CreatePartitions(req) => Ok(create_partitions::handle(state, req, version)),
         RequestKind::DeleteRecords(req) => Ok(delete_records::handle(state, req, version)),
         RequestKind::DescribeLogDirs(req) => ready(describe_log_dirs::handle(state, req).into()),
+        RequestKind::OffsetDelete(req) => Ok(offset_delete::handle(state, req, version)),
         _ => Err(unsupported()),
     }
 }

@@ -490,6 +490,13 @@ impl Coordinator {
         }
     }
 
+    /// Whether the group has members now.
+    pub fn has_members(&self, group_id: &str) -> bool {
+        self.groups
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
+    }
+
     /// Current generation and state of a group.
     #[cfg(test)]
     pub fn generation(&self, group_id: &str) -> Option<(i32, GroupState)> {

@@ -376,6 +376,36 @@ impl GroupService {
     }
 
     /// Deletes an empty group and its committed offsets.
+    /// OffsetDelete: removes `group`'s committed offsets of `partitions` (flushed by the
+    /// caller). A group with members keeps them (GROUP_SUBSCRIBED_TO_TOPIC: members'
+    /// subscriptions are not decoded, so every member counts as subscribed to every topic);
+    /// a group without offsets gets GROUP_ID_NOT_FOUND.
+    pub fn delete_offsets(
+        &self,
+        group: &str,
+        partitions: &[(String, i32)],
+    ) -> Result<Result<(), ResponseError>, StorageError> {
+        let active = self.coordinator().has_members(group);
+        let mut all = self.offsets.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(offsets) = all.get_mut(group) else {
+            return Ok(Err(if active {
+                ResponseError::GroupSubscribedToTopic
+            } else {
+                ResponseError::GroupIdNotFound
+            }));
+        };
+        if active {
+            return Ok(Err(ResponseError::GroupSubscribedToTopic));
+        }
+        for (t, p) in partitions {
+            if offsets.remove(&(t.clone(), *p)).is_some() {
+                self.store.meta_remove(&offset_key(group, t, *p))?;
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// DeleteGroups for one group.
     pub fn delete(&self, group: &str) -> Result<Result<(), ResponseError>, StorageError> {
         let known = match self.coordinator().delete(group) {
             Err(e) => return Ok(Err(e)),
