@@ -49,15 +49,15 @@ fn python_confluent_kafka() {
     );
 }
 
-/// confluent-kafka's AdminClient: list_offsets (once reported to time out) and
-/// create_partitions.
+/// confluent-kafka's AdminClient: list_offsets (once reported to time out),
+/// create_partitions, incremental_alter_configs and describe_configs.
 #[test]
 fn python_confluent_kafka_admin() {
     let _one_at_a_time = serial();
     run_client_script(
         &root().join(".venv/bin/python"),
         &root().join("tests/compat/python/admin_confluent.py"),
-        2,
+        3,
     );
 }
 

@@ -38,6 +38,8 @@ pub mod server;
 pub(crate) mod state;
 pub(crate) mod storage;
 pub(crate) mod tls;
+pub(crate) mod topic_config;
+pub(crate) mod topic_config_store;
 pub(crate) mod topic_name;
 pub(crate) mod txn;
 mod view;

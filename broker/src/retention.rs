@@ -50,12 +50,14 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// One pass over every partition; returns how many log starts moved.
+/// One pass over every partition (with its topic's limits, else `limits`); returns how
+/// many log starts moved.
 pub fn sweep(state: &crate::state::State, limits: Limits) -> usize {
     let mut moved = 0;
     for topic in state.topics() {
         for p in &topic.partitions {
             // Never past what consumers may read (the high watermark).
+            let limits = state.topic_configs.retention(&topic.name, limits);
             let Some(start) = plan(&p.log.segments(), now_ms(), limits)
                 .map(|s| s.min(p.high_watermark()))
                 .filter(|&s| s > p.log.log_start_offset())
@@ -76,11 +78,9 @@ pub fn sweep(state: &crate::state::State, limits: Limits) -> usize {
     moved
 }
 
-/// Runs [`sweep`] every `interval` on a blocking thread until shutdown.
+/// Runs [`sweep`] every `interval` on a blocking thread until shutdown (topics may set
+/// their own limits, so it runs even when the broker's keep everything).
 pub fn spawn(state: &Arc<crate::state::State>, limits: Limits, interval: Duration) {
-    if limits.max_age_ms.is_none() && limits.max_bytes.is_none() {
-        return;
-    }
     let state = state.clone();
     tokio::spawn(async move {
         let mut shutdown = state.shutting_down.clone();

@@ -119,6 +119,8 @@ pub struct State {
     pub groups: Arc<GroupService>,
     /// Transaction coordinator.
     pub txns: TxnService,
+    /// Topic config overrides.
+    pub topic_configs: crate::topic_config_store::TopicConfigStore,
     /// Request, connection and flush metrics.
     pub metrics: Arc<BrokerMetrics>,
     /// Serialises producer id allocation.
@@ -168,8 +170,10 @@ impl State {
                     .unwrap_or(u32::MAX),
             },
         )?;
+        let topic_configs = crate::topic_config_store::TopicConfigStore::recover(store.clone())?;
         Ok(Arc::new(State {
             txns,
+            topic_configs,
             disk: crate::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_bytes),
             budget: crate::budget::MemoryBudget::new(config.request_memory_bytes),
             metrics,
@@ -383,6 +387,7 @@ impl State {
             id: *topic.id.as_bytes(),
             partitions: topic.partitions.len() as i32,
         })?;
+        self.topic_configs.set(name, Default::default())?;
         tracing::info!(topic = name, "deleted topic");
         Ok(())
     }

@@ -1,14 +1,49 @@
-//! CreateTopics: partitions, validate_only, TOPIC_ALREADY_EXISTS, INVALID_TOPIC_EXCEPTION.
+//! CreateTopics: partitions, configs (checked: INVALID_CONFIG; stored with the topic),
+//! validate_only, TOPIC_ALREADY_EXISTS, INVALID_TOPIC_EXCEPTION.
 //! Answered once the new topics are durable (KAFKA_STORAGE_ERROR if the flush fails).
 
 use std::sync::Arc;
 
+use kafka_protocol::messages::create_topics_request::CreatableTopicConfig;
 use kafka_protocol::messages::create_topics_response::CreatableTopicResult;
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 use kafka_protocol::ResponseError;
 
 use super::{str_bytes, Reply};
 use crate::state::State;
+use crate::topic_config::{self, Overrides};
+
+/// The configs given at creation, each checked (INVALID_CONFIG's message otherwise).
+fn overrides(configs: &[CreatableTopicConfig]) -> Result<Overrides, String> {
+    let mut out = Overrides::new();
+    for c in configs {
+        let Some(value) = c.value.as_deref() else {
+            continue;
+        };
+        topic_config::validate(&c.name, value)?;
+        out.insert(c.name.to_string(), value.to_string());
+    }
+    Ok(out)
+}
+
+/// Creates the topic and stores its configs.
+fn create_one(
+    state: &State,
+    name: &str,
+    partitions: i32,
+    overrides: Overrides,
+) -> Result<uuid::Uuid, (ResponseError, String)> {
+    let topic = state
+        .create_topic(name, partitions)
+        .map_err(|e| (e.code, e.message))?;
+    state.topic_configs.set(name, overrides).map_err(|e| {
+        (
+            ResponseError::KafkaStorageError,
+            format!("storing the topic's configs: {e}"),
+        )
+    })?;
+    Ok(topic.id)
+}
 
 pub fn handle(state: &Arc<State>, req: CreateTopicsRequest, version: i16) -> Reply {
     let validate_only = req.validate_only;
@@ -54,20 +89,16 @@ fn create(state: &Arc<State>, req: CreateTopicsRequest, version: i16) -> CreateT
                         t.replication_factor
                     ),
                 ))
-            } else if req.validate_only {
-                state
-                    .check_new_topic(&name, partitions)
-                    .map(|()| uuid::Uuid::nil())
-                    .map_err(|e| (e.code, e.message))
             } else {
-                if !t.configs.is_empty() {
-                    let keys: Vec<_> = t.configs.iter().map(|c| c.name.to_string()).collect();
-                    tracing::warn!(topic = %name, ?keys, "topic configs are accepted but not applied");
+                let overrides = overrides(&t.configs);
+                match overrides {
+                    Err(msg) => Err((ResponseError::InvalidConfig, msg)),
+                    Ok(_) if req.validate_only => state
+                        .check_new_topic(&name, partitions)
+                        .map(|()| uuid::Uuid::nil())
+                        .map_err(|e| (e.code, e.message)),
+                    Ok(overrides) => create_one(state, &name, partitions, overrides),
                 }
-                state
-                    .create_topic(&name, partitions)
-                    .map(|topic| topic.id)
-                    .map_err(|e| (e.code, e.message))
             };
             match outcome {
                 Ok(id) => result.with_topic_id(id),

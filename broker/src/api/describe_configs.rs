@@ -1,4 +1,6 @@
-//! DescribeConfigs for topics and the broker: the settings this broker really applies.
+//! DescribeConfigs for topics (every config of the catalog, with its value and source:
+//! DYNAMIC_TOPIC_CONFIG when the topic sets it, STATIC_BROKER_CONFIG when a broker flag
+//! gives the default, DEFAULT_CONFIG otherwise) and for the broker (its flags).
 
 use std::sync::Arc;
 
@@ -10,10 +12,12 @@ use kafka_protocol::ResponseError;
 
 use super::str_bytes;
 use crate::state::State;
+use crate::topic_config;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 /// ConfigSource values.
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 /// ConfigType values.
@@ -21,22 +25,22 @@ const TYPE_BOOLEAN: i8 = 1;
 const TYPE_STRING: i8 = 2;
 const TYPE_INT: i8 = 3;
 const TYPE_LONG: i8 = 5;
-const TYPE_LIST: i8 = 7;
 
-fn topic_configs(state: &State) -> Vec<(&'static str, String, i8)> {
-    vec![
-        ("cleanup.policy", "delete".into(), TYPE_LIST),
-        ("compression.type", "producer".into(), TYPE_STRING),
-        (
-            "max.message.bytes",
-            state.config.max_message_bytes.to_string(),
-            TYPE_INT,
-        ),
-        ("message.timestamp.type", "CreateTime".into(), TYPE_STRING),
-        ("min.insync.replicas", "1".into(), TYPE_INT),
-        ("retention.bytes", "-1".into(), TYPE_LONG),
-        ("retention.ms", "-1".into(), TYPE_LONG),
-    ]
+/// A topic's configs: (name, value, source, type), with its overrides.
+fn topic_configs(state: &State, topic: &str) -> Vec<(&'static str, String, i8, i8)> {
+    topic_config::describe(&state.config, &state.topic_configs.get(topic))
+        .into_iter()
+        .map(|d| {
+            let source = if d.overridden {
+                SOURCE_DYNAMIC_TOPIC
+            } else if d.from_broker {
+                SOURCE_STATIC_BROKER
+            } else {
+                SOURCE_DEFAULT
+            };
+            (d.name, d.value, source, d.kind)
+        })
+        .collect()
 }
 
 fn broker_configs(state: &State) -> Vec<(&'static str, String, i8)> {
@@ -90,9 +94,9 @@ pub fn handle(state: &Arc<State>, req: DescribeConfigsRequest) -> DescribeConfig
             let result = DescribeConfigsResult::default()
                 .with_resource_type(res.resource_type)
                 .with_resource_name(res.resource_name.clone());
-            let (configs, source) = match res.resource_type {
+            let (configs, read_only) = match res.resource_type {
                 RESOURCE_TOPIC if state.topic(&res.resource_name).is_some() => {
-                    (topic_configs(state), SOURCE_DEFAULT)
+                    (topic_configs(state, &res.resource_name), false)
                 }
                 RESOURCE_TOPIC => {
                     return result
@@ -106,7 +110,12 @@ pub fn handle(state: &Arc<State>, req: DescribeConfigsRequest) -> DescribeConfig
                     if res.resource_name.is_empty()
                         || *res.resource_name == *state.config.node_id.to_string() =>
                 {
-                    (broker_configs(state), SOURCE_STATIC_BROKER)
+                    let all = broker_configs(state).into_iter();
+                    (
+                        all.map(|(n, v, t)| (n, v, SOURCE_STATIC_BROKER, t))
+                            .collect(),
+                        true,
+                    )
                 }
                 other => {
                     return result
@@ -120,12 +129,12 @@ pub fn handle(state: &Arc<State>, req: DescribeConfigsRequest) -> DescribeConfig
             let wanted = res.configuration_keys.as_ref();
             let configs = configs
                 .into_iter()
-                .filter(|(name, _, _)| wanted.is_none_or(|w| w.iter().any(|k| &**k == *name)))
-                .map(|(name, value, kind)| {
+                .filter(|(name, ..)| wanted.is_none_or(|w| w.iter().any(|k| &**k == *name)))
+                .map(|(name, value, source, kind)| {
                     DescribeConfigsResourceResult::default()
                         .with_name(str_bytes(name))
                         .with_value(Some(str_bytes(value)))
-                        .with_read_only(true)
+                        .with_read_only(read_only)
                         .with_config_source(source)
                         .with_config_type(kind)
                 })

@@ -3,6 +3,7 @@
 
 mod add_offsets_to_txn;
 mod add_partitions_to_txn;
+mod alter_configs;
 mod api_versions;
 mod create_partitions;
 mod create_topics;
@@ -19,6 +20,7 @@ mod end_txn;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
+mod incremental_alter_configs;
 mod init_producer_id;
 mod join_group;
 mod leave_group;
@@ -79,6 +81,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeLogDirs, 1, 4),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::AlterConfigs, 0, 2),
     // v0 is listed because librdkafka requires it to enable SASL; clients then use v1
     // with SaslAuthenticate (raw v0 tokens after the handshake are not supported).
     (ApiKey::SaslHandshake, 0, 1),
@@ -184,6 +188,10 @@ pub fn dispatch(
         RequestKind::DeleteRecords(req) => Ok(delete_records::handle(state, req, version)),
         RequestKind::DescribeLogDirs(req) => ready(describe_log_dirs::handle(state, req).into()),
         RequestKind::OffsetDelete(req) => Ok(offset_delete::handle(state, req, version)),
+        RequestKind::IncrementalAlterConfigs(req) => {
+            Ok(incremental_alter_configs::handle(state, req, version))
+        }
+        RequestKind::AlterConfigs(req) => Ok(alter_configs::handle(state, req, version)),
         _ => Err(unsupported()),
     }
 }

@@ -77,7 +77,10 @@ fn append(
     marks: &mut Marks,
 ) -> PartitionProduceResponse {
     let index = partition.index;
-    let info = match batch::validate(&records, state.config.max_message_bytes) {
+    let max_bytes = state
+        .topic_configs
+        .max_message_bytes(topic, state.config.max_message_bytes);
+    let info = match batch::validate(&records, max_bytes) {
         Ok(info) => info,
         Err(e) => {
             tracing::warn!(topic, partition = index, "rejected batch: {e}");

@@ -1,13 +1,14 @@
 """confluent-kafka's AdminClient against finstream broker. Usage: admin_confluent.py BOOTSTRAP
 
 Steps: list_offsets (latest, earliest, by timestamp, read_committed) completes and is right;
-create_partitions grows a topic.
+create_partitions grows a topic; incremental_alter_configs sets, appends and is checked.
 """
 import sys
 import time
 
 from confluent_kafka import IsolationLevel, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewPartitions, NewTopic, OffsetSpec
+from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                  ConfigSource, NewPartitions, NewTopic, OffsetSpec)
 
 from common import check, fail, step
 
@@ -41,3 +42,27 @@ for f in admin.create_partitions([NewPartitions("adm", 4)]).values():
 md = admin.list_topics("adm", timeout=10)
 check(len(md.topics["adm"].partitions) == 4, "create_partitions did not grow the topic")
 step(C, "create_partitions grows a topic")
+
+topic = ConfigResource(ConfigResource.Type.TOPIC, "adm")
+topic.add_incremental_config(ConfigEntry("retention.ms", "3600000",
+                                         incremental_operation=AlterConfigOpType.SET))
+topic.add_incremental_config(ConfigEntry("cleanup.policy", "compact",
+                                         incremental_operation=AlterConfigOpType.APPEND))
+for f in admin.incremental_alter_configs([topic]).values():
+    f.result()
+described = list(admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, "adm")]).values())[0].result()
+retention, policy = described["retention.ms"], described["cleanup.policy"]
+check(retention.value == "3600000" and retention.source == ConfigSource.DYNAMIC_TOPIC_CONFIG.value,
+      f"retention.ms described as {retention.value} from {retention.source}")
+check(policy.value == "delete,compact", f"cleanup.policy is {policy.value}")
+check(described["max.message.bytes"].source == ConfigSource.STATIC_BROKER_CONFIG.value,
+      "max.message.bytes not from the broker's flags")
+bad = ConfigResource(ConfigResource.Type.TOPIC, "adm")
+bad.add_incremental_config(ConfigEntry("retention.ms", "soon", incremental_operation=AlterConfigOpType.SET))
+try:
+    for f in admin.incremental_alter_configs([bad]).values():
+        f.result()
+    fail("an invalid retention.ms was accepted")
+except Exception as e:
+    check("INVALID_CONFIG" in str(e) or "retention.ms" in str(e), f"unexpected error {e}")
+step(C, "incremental_alter_configs sets and appends, describe_configs shows the sources, bad values refused")
