@@ -420,11 +420,14 @@ impl Coordinator {
                 Err(E::IllegalGeneration)
             };
         };
-        if generation < 0 && member_id.is_empty() {
+        // Like Kafka's validateOffsetCommit: a commit from outside group management (no
+        // generation, no member) is fine while the group is empty; once it has members only
+        // they may commit.
+        if generation < 0 && member_id.is_empty() && instance_id.is_none() {
             return if group.members.is_empty() {
                 Ok(())
             } else {
-                Err(E::IllegalGeneration)
+                Err(E::UnknownMemberId)
             };
         }
         group.check_member(member_id, instance_id)?;
