@@ -1,5 +1,5 @@
 //! ListOffsets: earliest (-2), latest (-1: the high watermark, or for read_committed the
-//! last stable offset) and by timestamp.
+//! last stable offset), the record with the largest timestamp (-3, v7) and by timestamp.
 
 use std::sync::Arc;
 
@@ -13,6 +13,7 @@ use crate::state::State;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
 
 pub fn handle(state: &Arc<State>, req: ListOffsetsRequest) -> ListOffsetsResponse {
     let read_committed = req.isolation_level == super::fetch::READ_COMMITTED;
@@ -42,6 +43,16 @@ pub fn handle(state: &Arc<State>, req: ListOffsetsRequest) -> ListOffsetsRespons
                     match p.timestamp {
                         LATEST => r.with_offset(hw),
                         EARLIEST => r.with_offset(partition.log.log_start_offset()),
+                        MAX_TIMESTAMP => match partition.log.max_timestamp() {
+                            Ok(Some((offset, ts))) if offset < hw => {
+                                r.with_offset(offset).with_timestamp(ts)
+                            }
+                            Ok(_) => r,
+                            Err(e) => {
+                                tracing::error!(topic = %t.name.0, "offset lookup failed: {e}");
+                                r.with_error_code(ResponseError::KafkaStorageError.code())
+                            }
+                        },
                         ts if ts >= 0 => match partition.log.offset_for_timestamp(ts) {
                             // The batch found may begin below a moved log start.
                             Ok(Some((offset, found_ts))) if offset < hw => r

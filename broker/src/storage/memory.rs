@@ -72,6 +72,13 @@ impl Log for MemoryLog {
         first.max(self.start.load(std::sync::atomic::Ordering::Acquire))
     }
 
+    fn largest_timestamp(&self) -> Option<i64> {
+        let map = self.batches.read().unwrap_or_else(|e| e.into_inner());
+        map.values()
+            .filter_map(|b| batch::info(b).map(|i| i.max_timestamp))
+            .max()
+    }
+
     fn delete_records(&self, offset: i64) -> Result<i64, StorageError> {
         let guard = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.log_start_offset();

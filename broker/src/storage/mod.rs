@@ -82,6 +82,18 @@ pub trait Log: Send + Sync {
     /// every record is older.
     fn offset_for_timestamp(&self, ts: i64) -> Result<Option<(i64, i64)>, StorageError>;
 
+    /// `(offset, timestamp)` of the record with the largest timestamp (the first such), or
+    /// `None` for an empty log (ListOffsets MAX_TIMESTAMP).
+    fn max_timestamp(&self) -> Result<Option<(i64, i64)>, StorageError> {
+        match self.largest_timestamp() {
+            Some(ts) => self.offset_for_timestamp(ts),
+            None => Ok(None),
+        }
+    }
+
+    /// The largest record timestamp stored, from the log's time index.
+    fn largest_timestamp(&self) -> Option<i64>;
+
     /// The log's transaction index: open transactions and aborted ranges, kept with every
     /// append and recovered with the log.
     fn txn_index(&self) -> &SharedTxnIndex;
@@ -499,6 +511,9 @@ pub(crate) mod contract {
                 }
             }
         }
+        let max = log.max_timestamp().unwrap();
+        assert!(max.is_some());
+        assert_eq!(max, mem.max_timestamp().unwrap(), "max_timestamp");
         for ts in (900..4100).step_by(13) {
             assert_eq!(
                 log.offset_for_timestamp(ts).unwrap(),

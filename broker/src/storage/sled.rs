@@ -227,6 +227,14 @@ impl Log for SledLog {
         self.start.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    fn largest_timestamp(&self) -> Option<i64> {
+        self.tree
+            .scan_prefix(b"t")
+            .filter_map(|item| item.ok())
+            .filter_map(|(_, v)| v.as_ref().try_into().ok().map(i64::from_be_bytes))
+            .max()
+    }
+
     fn delete_records(&self, offset: i64) -> Result<i64, StorageError> {
         let guard = self.next.lock().unwrap_or_else(|e| e.into_inner());
         let current = self.log_start_offset();

@@ -1,6 +1,7 @@
 """confluent-kafka's AdminClient against finstream broker. Usage: admin_confluent.py BOOTSTRAP
 
-Steps: list_offsets (latest, earliest, by timestamp, read_committed) completes and is right;
+Steps: list_offsets (latest, earliest, by timestamp, max timestamp, read_committed) completes
+and is right;
 create_partitions grows a topic; incremental_alter_configs sets, appends and is checked.
 """
 import sys
@@ -19,12 +20,13 @@ for f in admin.create_topics([NewTopic("adm", num_partitions=2, replication_fact
     f.result()
 p = Producer(base)
 before = int(time.time() * 1000) - 1
-for i in range(3):
-    p.produce("adm", value=f"v{i}", partition=0)
+for i, delta in enumerate((1, 100, 50)):  # the largest timestamp is at offset 1
+    p.produce("adm", value=f"v{i}", partition=0, timestamp=before + delta)
 check(p.flush(30) == 0, "undelivered")
 
 specs = {"latest": (OffsetSpec.latest(), 3), "earliest": (OffsetSpec.earliest(), 0),
-         "timestamp": (OffsetSpec.for_timestamp(before), 0)}
+         "timestamp": (OffsetSpec.for_timestamp(before), 0),
+         "max_timestamp": (OffsetSpec.max_timestamp(), 1)}
 for iso in (IsolationLevel.READ_UNCOMMITTED, IsolationLevel.READ_COMMITTED):
     for name, (spec, want) in specs.items():
         futures = admin.list_offsets({TopicPartition("adm", 0): spec}, isolation_level=iso,
@@ -35,7 +37,7 @@ for iso in (IsolationLevel.READ_UNCOMMITTED, IsolationLevel.READ_COMMITTED):
             except Exception as e:  # a result that never completes ends here
                 fail(f"list_offsets {name} {iso}: {e}")
             check(got == want, f"list_offsets {name} {iso}: {got}, want {want}")
-step(C, "list_offsets latest, earliest and by timestamp, both isolation levels")
+step(C, "list_offsets latest, earliest, by timestamp and max_timestamp, both isolation levels")
 
 for f in admin.create_partitions([NewPartitions("adm", 4)]).values():
     f.result()

@@ -359,6 +359,15 @@ impl Log for SegmentLog {
         self.trim(offset)
     }
 
+    fn largest_timestamp(&self) -> Option<i64> {
+        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
+        segments
+            .iter()
+            .flat_map(|s| &s.index)
+            .map(|e| e.max_ts)
+            .max()
+    }
+
     fn segments(&self) -> Vec<crate::storage::SegmentInfo> {
         let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
         let end = self.end_offset.load(Ordering::Acquire);
