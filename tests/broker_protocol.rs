@@ -247,3 +247,40 @@ async fn offset_delete_removes_one_partitions_offset_durably() {
         Offset::Offset(7)
     );
 }
+
+#[test]
+fn authorized_operations_are_all_operations_when_asked() {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        DescribeClusterRequest, DescribeClusterResponse, MetadataRequest, MetadataResponse,
+        TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BinaryBroker::start(dir.path());
+    let mut c = RawClient::connect(&broker.addr);
+    let topics = Some(vec![MetadataRequestTopic::default()
+        .with_name(Some(TopicName(StrBytes::from_static_str("ops"))))]);
+    let asked: MetadataResponse = c.call(
+        ApiKey::Metadata,
+        10,
+        &MetadataRequest::default()
+            .with_topics(topics.clone())
+            .with_allow_auto_topic_creation(true)
+            .with_include_topic_authorized_operations(true),
+    );
+    // READ, WRITE, CREATE, DELETE, ALTER, DESCRIBE, DESCRIBE_CONFIGS, ALTER_CONFIGS
+    assert_eq!(asked.topics[0].topic_authorized_operations.count_ones(), 8);
+    let not_asked: MetadataResponse = c.call(
+        ApiKey::Metadata,
+        10,
+        &MetadataRequest::default().with_topics(topics),
+    );
+    assert_eq!(not_asked.topics[0].topic_authorized_operations, i32::MIN);
+    let cluster: DescribeClusterResponse = c.call(
+        ApiKey::DescribeCluster,
+        0,
+        &DescribeClusterRequest::default().with_include_cluster_authorized_operations(true),
+    );
+    assert_eq!(cluster.cluster_authorized_operations.count_ones(), 7);
+}
