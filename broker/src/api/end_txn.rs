@@ -11,7 +11,6 @@ use super::txn_complete::{prepare_and_complete, NotCompleted};
 use super::Reply;
 use crate::state::State;
 use crate::txn::coordinator::End;
-use crate::txn::service::wall_clock;
 
 pub fn handle(state: &Arc<State>, req: EndTxnRequest, version: i16) -> Reply {
     let id = req.transactional_id.to_string();
@@ -19,13 +18,7 @@ pub fn handle(state: &Arc<State>, req: EndTxnRequest, version: i16) -> Reply {
     let ready = |code: i16| Reply::Ready(Box::new(answer(code).into()), version);
     let outcome = {
         let mut c = state.txns.lock();
-        let end = c.end(
-            &id,
-            req.producer_id.0,
-            req.producer_epoch,
-            req.committed,
-            wall_clock(),
-        );
+        let end = c.end(&id, req.producer_id.0, req.producer_epoch, req.committed);
         if let Ok(End::Complete(_)) = &end {
             if let Err(e) = state.txns.persist(&c, &id) {
                 tracing::error!(transactional_id = %id, "storing the prepared state failed: {e}");

@@ -78,7 +78,7 @@ pub async fn complete(state: &Arc<State>, done: Completion) -> Result<(), NotCom
     // were appended would outlive them in a crash (the metadata is flushed after the logs,
     // but with whatever it holds by then).
     let mut c = state.txns.lock();
-    if c.completed(&done.transactional_id, wall_clock()) {
+    if c.completed(&done.transactional_id) {
         state
             .txns
             .persist(&c, &done.transactional_id)

@@ -14,7 +14,6 @@ use kafka_protocol::ResponseError;
 use super::Reply;
 use crate::group::service::Committed;
 use crate::state::State;
-use crate::txn::service::wall_clock;
 
 fn respond(
     req: &TxnOffsetCommitRequest,
@@ -79,7 +78,6 @@ fn commit(state: &State, req: &TxnOffsetCommitRequest, version: i16) -> i16 {
         req.producer_epoch,
         &req.group_id,
         offsets,
-        wall_clock(),
     );
     match outcome {
         Err(e) => super::txn_code(e, version, 3),

@@ -113,7 +113,6 @@ impl TxnCoordinator {
                 groups: BTreeSet::new(),
                 offsets: BTreeMap::new(),
                 started: now,
-                updated: now,
             };
             self.by_producer.insert(producer_id, id.to_string());
             self.txns.insert(id.to_string(), meta);
@@ -128,7 +127,7 @@ impl TxnCoordinator {
             TxnState::PrepareCommit | TxnState::PrepareAbort => Err(E::ConcurrentTransactions),
             TxnState::Ongoing => {
                 meta.epoch = meta.epoch.saturating_add(1);
-                Ok(Init::MustAbort(prepare(id, meta, Marker::Abort, now)))
+                Ok(Init::MustAbort(prepare(id, meta, Marker::Abort)))
             }
             TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort => {
                 if meta.epoch >= i16::MAX - 1 {
@@ -142,7 +141,6 @@ impl TxnCoordinator {
                 }
                 meta.timeout_ms = timeout_ms;
                 meta.state = TxnState::Empty;
-                meta.updated = now;
                 Ok(Init::Ready(meta.producer_id, meta.epoch))
             }
         }
@@ -159,7 +157,6 @@ impl TxnCoordinator {
     ) -> Result<(&mut TxnMeta, bool), E> {
         let meta = self.txns.get_mut(id).ok_or(E::InvalidProducerIdMapping)?;
         check_producer(meta, pid, epoch)?;
-        meta.updated = now;
         match meta.state {
             TxnState::PrepareCommit | TxnState::PrepareAbort => Err(E::ConcurrentTransactions),
             TxnState::Ongoing => Ok((meta, false)),
@@ -212,7 +209,6 @@ impl TxnCoordinator {
         epoch: i16,
         group: &str,
         offsets: Vec<(String, i32, Committed)>,
-        now: Millis,
     ) -> Result<(), E> {
         let meta = self.txns.get_mut(id).ok_or(E::InvalidProducerIdMapping)?;
         check_producer(meta, pid, epoch)?;
@@ -227,19 +223,11 @@ impl TxnCoordinator {
             meta.offsets
                 .insert((group.to_string(), topic, partition), c);
         }
-        meta.updated = now;
         Ok(())
     }
 
     /// EndTxn.
-    pub fn end(
-        &mut self,
-        id: &str,
-        pid: i64,
-        epoch: i16,
-        commit: bool,
-        now: Millis,
-    ) -> Result<End, E> {
+    pub fn end(&mut self, id: &str, pid: i64, epoch: i16, commit: bool) -> Result<End, E> {
         let meta = self.txns.get_mut(id).ok_or(E::InvalidProducerIdMapping)?;
         check_producer(meta, pid, epoch)?;
         let marker = if commit {
@@ -248,7 +236,7 @@ impl TxnCoordinator {
             Marker::Abort
         };
         match (meta.state, marker) {
-            (TxnState::Ongoing, _) => Ok(End::Complete(prepare(id, meta, marker, now))),
+            (TxnState::Ongoing, _) => Ok(End::Complete(prepare(id, meta, marker))),
             (TxnState::CompleteCommit, Marker::Commit)
             | (TxnState::CompleteAbort, Marker::Abort) => Ok(End::Done),
             (TxnState::PrepareCommit, Marker::Commit) | (TxnState::PrepareAbort, Marker::Abort) => {
@@ -260,7 +248,7 @@ impl TxnCoordinator {
 
     /// The completion of `id` (markers written, offsets applied): `Prepare*` becomes
     /// `Complete*`. `true` when the state changed and must be stored.
-    pub fn completed(&mut self, id: &str, now: Millis) -> bool {
+    pub fn completed(&mut self, id: &str) -> bool {
         let Some(meta) = self.txns.get_mut(id) else {
             return false;
         };
@@ -272,7 +260,6 @@ impl TxnCoordinator {
         meta.partitions.clear();
         meta.groups.clear();
         meta.offsets.clear();
-        meta.updated = now;
         true
     }
 
@@ -285,7 +272,7 @@ impl TxnCoordinator {
                 && now >= meta.started.saturating_add(u64::from(meta.timeout_ms))
             {
                 meta.epoch = meta.epoch.saturating_add(1);
-                out.push(prepare(id, meta, Marker::Abort, now));
+                out.push(prepare(id, meta, Marker::Abort));
             }
         }
         out
@@ -358,12 +345,11 @@ fn completion(id: &str, meta: &TxnMeta, marker: Marker) -> Completion {
 }
 
 /// Moves an open transaction to `Prepare*` and says what completing it takes.
-fn prepare(id: &str, meta: &mut TxnMeta, marker: Marker, now: Millis) -> Completion {
+fn prepare(id: &str, meta: &mut TxnMeta, marker: Marker) -> Completion {
     meta.state = match marker {
         Marker::Commit => TxnState::PrepareCommit,
         Marker::Abort => TxnState::PrepareAbort,
     };
-    meta.updated = now;
     completion(id, meta, marker)
 }
 

@@ -171,7 +171,7 @@ impl Model {
             assert!(done.offsets.is_empty());
         }
         self.applied.extend(done.offsets.clone());
-        if self.c.completed(&done.transactional_id, self.now) {
+        if self.c.completed(&done.transactional_id) {
             self.store(&done.transactional_id);
         }
     }
@@ -225,7 +225,7 @@ impl Model {
                 let offsets = vec![("in".to_string(), 0, committed.clone())];
                 if self
                     .c
-                    .commit_offsets(id_of(c), pid, epoch, "g", offsets, self.now)
+                    .commit_offsets(id_of(c), pid, epoch, "g", offsets)
                     .is_ok()
                 {
                     self.assert_live(c, "TxnOffsetCommit");
@@ -244,7 +244,7 @@ impl Model {
             }
             Ev::End(c, commit) => {
                 let (pid, epoch) = ids(self, c);
-                match self.c.end(id_of(c), pid, epoch, commit, self.now) {
+                match self.c.end(id_of(c), pid, epoch, commit) {
                     Ok(End::Complete(done)) => {
                         self.assert_live(c, "EndTxn");
                         let sent = std::mem::take(&mut self.clients[c].sent);

@@ -15,11 +15,11 @@ fn ready(c: &mut TxnCoordinator, id: &str, now: Millis, next_pid: &mut i64) -> (
     }
 }
 
-fn complete(c: &mut TxnCoordinator, end: End, now: Millis) -> Completion {
+fn complete(c: &mut TxnCoordinator, end: End) -> Completion {
     let End::Complete(done) = end else {
         panic!("expected a completion")
     };
-    assert!(c.completed(&done.transactional_id, now));
+    assert!(c.completed(&done.transactional_id));
     done
 }
 
@@ -44,23 +44,16 @@ fn commit_writes_markers_to_every_partition_and_applies_offsets() {
         leader_epoch: -1,
         metadata: None,
     };
-    c.commit_offsets(
-        "t",
-        pid,
-        epoch,
-        "g",
-        vec![("in".into(), 0, offset.clone())],
-        4,
-    )
-    .unwrap();
-    let end = c.end("t", pid, epoch, true, 5).unwrap();
+    c.commit_offsets("t", pid, epoch, "g", vec![("in".into(), 0, offset.clone())])
+        .unwrap();
+    let end = c.end("t", pid, epoch, true).unwrap();
     assert_eq!(c.get("t").unwrap().state, TxnState::PrepareCommit);
     // no data may join a transaction that is ending
     assert_eq!(
         c.check_produce(pid, epoch, ("a", 0)),
         Err(E::InvalidTxnState)
     );
-    let done = complete(&mut c, end, 6);
+    let done = complete(&mut c, end);
     assert_eq!(done.marker, Marker::Commit);
     assert_eq!(done.partitions, vec![tp("a", 0), tp("b", 1)]);
     assert_eq!(
@@ -69,8 +62,8 @@ fn commit_writes_markers_to_every_partition_and_applies_offsets() {
     );
     assert_eq!(c.get("t").unwrap().state, TxnState::CompleteCommit);
     // a retried EndTxn is answered as before; the other outcome is refused
-    assert_eq!(c.end("t", pid, epoch, true, 7), Ok(End::Done));
-    assert_eq!(c.end("t", pid, epoch, false, 7), Err(E::InvalidTxnState));
+    assert_eq!(c.end("t", pid, epoch, true), Ok(End::Done));
+    assert_eq!(c.end("t", pid, epoch, false), Err(E::InvalidTxnState));
 }
 
 #[test]
@@ -84,16 +77,16 @@ fn abort_drops_the_offsets() {
         leader_epoch: -1,
         metadata: None,
     };
-    c.commit_offsets("t", pid, epoch, "g", vec![("in".into(), 0, offset)], 1)
+    c.commit_offsets("t", pid, epoch, "g", vec![("in".into(), 0, offset)])
         .unwrap();
-    let end = c.end("t", pid, epoch, false, 2).unwrap();
-    let done = complete(&mut c, end, 2);
+    let end = c.end("t", pid, epoch, false).unwrap();
+    let done = complete(&mut c, end);
     assert_eq!(done.marker, Marker::Abort);
     assert!(done.offsets.is_empty());
     // offsets for a group not added to the transaction are refused
     c.add_partitions("t", pid, epoch, &[tp("a", 0)], 3).unwrap();
     assert_eq!(
-        c.commit_offsets("t", pid, epoch, "other", Vec::new(), 3),
+        c.commit_offsets("t", pid, epoch, "other", Vec::new()),
         Err(E::InvalidTxnState)
     );
 }
@@ -114,7 +107,7 @@ fn a_new_producer_fences_the_old_one_and_aborts_its_transaction() {
         c.init("t", 60_000, None, 2, &mut alloc),
         Err(E::ConcurrentTransactions)
     );
-    assert!(c.completed("t", 3));
+    assert!(c.completed("t"));
     let (pid2, new) = ready(&mut c, "t", 4, &mut pids);
     assert_eq!((pid2, new), (pid, old + 2));
     // the zombie is fenced everywhere
@@ -122,7 +115,7 @@ fn a_new_producer_fences_the_old_one_and_aborts_its_transaction() {
         c.add_partitions("t", pid, old, &[tp("a", 0)], 5),
         Err(E::ProducerFenced)
     );
-    assert_eq!(c.end("t", pid, old, true, 5), Err(E::ProducerFenced));
+    assert_eq!(c.end("t", pid, old, true), Err(E::ProducerFenced));
     assert_eq!(
         c.check_produce(pid, old, ("a", 0)),
         Err(E::InvalidProducerEpoch)
@@ -145,8 +138,8 @@ fn timeouts_abort_and_fence_abandoned_transactions() {
     let expired = c.expire(61_000);
     assert_eq!(expired.len(), 1);
     assert_eq!((expired[0].marker, expired[0].epoch), (Marker::Abort, 1));
-    assert!(c.completed("t", 61_001));
-    assert_eq!(c.end("t", pid, epoch, true, 61_002), Err(E::ProducerFenced));
+    assert!(c.completed("t"));
+    assert_eq!(c.end("t", pid, epoch, true), Err(E::ProducerFenced));
 }
 
 #[test]
@@ -194,7 +187,7 @@ fn interrupted_completions_are_found_after_recovery() {
     let mut pids = 0;
     let (pid, epoch) = ready(&mut c, "t", 0, &mut pids);
     c.add_partitions("t", pid, epoch, &[tp("a", 0)], 1).unwrap();
-    let End::Complete(want) = c.end("t", pid, epoch, true, 2).unwrap() else {
+    let End::Complete(want) = c.end("t", pid, epoch, true).unwrap() else {
         panic!()
     };
     let stored = vec![("t".to_string(), c.get("t").unwrap().clone())];
@@ -214,13 +207,13 @@ fn offsets_held_by_a_transaction_are_unstable_until_it_ends() {
         leader_epoch: -1,
         metadata: None,
     };
-    c.commit_offsets("t", pid, epoch, "g", vec![("in".into(), 0, offset)], 2)
+    c.commit_offsets("t", pid, epoch, "g", vec![("in".into(), 0, offset)])
         .unwrap();
     assert!(c.holds_offset("g", "in", 0));
     assert!(!c.holds_offset("g", "in", 1));
     assert!(!c.holds_offset("other", "in", 0));
-    let end = c.end("t", pid, epoch, true, 3).unwrap();
+    let end = c.end("t", pid, epoch, true).unwrap();
     assert!(c.holds_offset("g", "in", 0), "still committing");
-    complete(&mut c, end, 4);
+    complete(&mut c, end);
     assert!(!c.holds_offset("g", "in", 0));
 }

@@ -38,11 +38,10 @@ pub struct TxnService {
 impl TxnService {
     /// Recovers every transactional id's state from `store`.
     pub fn recover(store: Arc<dyn Store>, config: TxnConfig) -> Result<Self, StorageError> {
-        let now = wall_clock();
         let mut recovered = Vec::new();
         for (k, v) in store.meta_scan(TXN_PREFIX)? {
             let id = String::from_utf8_lossy(&k[TXN_PREFIX.len()..]).into_owned();
-            let meta = TxnMeta::decode(&v, now).ok_or_else(|| StorageError::Corrupt {
+            let meta = TxnMeta::decode(&v).ok_or_else(|| StorageError::Corrupt {
                 what: format!("transaction state of {id:?}"),
                 detail: format!("{} bytes that do not parse", v.len()),
             })?;

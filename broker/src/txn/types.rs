@@ -91,8 +91,6 @@ pub struct TxnMeta {
     pub offsets: PendingOffsets,
     /// When the open transaction started.
     pub started: Millis,
-    /// Last change.
-    pub updated: Millis,
 }
 
 /// What ending a transaction takes: a marker into each partition and, on commit, the
@@ -195,8 +193,8 @@ impl TxnMeta {
         w.0
     }
 
-    /// Parses [`TxnMeta::encode`]'s output (`updated` becomes `now`); `None` if malformed.
-    pub fn decode(b: &[u8], now: Millis) -> Option<TxnMeta> {
+    /// Parses [`TxnMeta::encode`]'s output; `None` if malformed.
+    pub fn decode(b: &[u8]) -> Option<TxnMeta> {
         let mut r = Reader(b);
         if r.take(1)? != [FORMAT] {
             return None;
@@ -241,7 +239,6 @@ impl TxnMeta {
             groups,
             offsets,
             started,
-            updated: now,
         })
     }
 }
@@ -261,7 +258,6 @@ mod tests {
             groups: ["g".to_string()].into(),
             offsets: BTreeMap::new(),
             started: 123,
-            updated: 9,
         };
         meta.offsets.insert(
             ("g".into(), "in".into(), 1),
@@ -272,12 +268,12 @@ mod tests {
             },
         );
         let bytes = meta.encode();
-        assert_eq!(TxnMeta::decode(&bytes, 9), Some(meta));
+        assert_eq!(TxnMeta::decode(&bytes), Some(meta));
         for cut in 0..bytes.len() {
-            assert_eq!(TxnMeta::decode(&bytes[..cut], 9), None, "cut at {cut}");
+            assert_eq!(TxnMeta::decode(&bytes[..cut]), None, "cut at {cut}");
         }
         let mut huge = bytes.clone();
         huge[24..28].copy_from_slice(&u32::MAX.to_be_bytes());
-        assert_eq!(TxnMeta::decode(&huge, 9), None);
+        assert_eq!(TxnMeta::decode(&huge), None);
     }
 }
