@@ -18,6 +18,7 @@
 pub mod api;
 pub mod batch;
 pub(crate) mod budget;
+pub(crate) mod cleaner;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod control;
