@@ -68,6 +68,27 @@ pub struct BrokerArgs {
     /// How often (ms) retention runs.
     #[arg(long, env = "FINSTREAM_LOG_RETENTION_CHECK_INTERVAL_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
     pub log_retention_check_interval_ms: u64,
+    /// Close the active log segment once it is this many hours old (Kafka's
+    /// log.roll.hours; topics set segment.ms).
+    #[arg(long, env = "FINSTREAM_LOG_ROLL_HOURS", default_value_t = 168, value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_roll_hours: u64,
+    /// The same in milliseconds; overrides --log-roll-hours.
+    #[arg(long, env = "FINSTREAM_LOG_ROLL_MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub log_roll_ms: Option<u64>,
+    /// Size of a log segment file in bytes (Kafka's log.segment.bytes); overrides
+    /// --segment-mb. Topics set segment.bytes.
+    #[arg(long, env = "FINSTREAM_LOG_SEGMENT_BYTES", value_parser = clap::value_parser!(u64).range(1024..=(1 << 30)))]
+    pub log_segment_bytes: Option<u64>,
+    /// Compact topics whose cleanup.policy has "compact" (Kafka's log.cleaner.enable).
+    #[arg(long, env = "FINSTREAM_LOG_CLEANER_ENABLE", default_value_t = true, action = clap::ArgAction::Set)]
+    pub log_cleaner_enable: bool,
+    /// How often (ms) the cleaner looks for logs to compact (Kafka's log.cleaner.backoff.ms).
+    #[arg(long, env = "FINSTREAM_LOG_CLEANER_BACKOFF_MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(10..))]
+    pub log_cleaner_backoff_ms: u64,
+    /// Memory for the cleaner's key map, in MiB: about 37,000 keys per MiB are cleaned per
+    /// pass (Kafka's log.cleaner.dedupe.buffer.size).
+    #[arg(long, env = "FINSTREAM_LOG_CLEANER_DEDUPE_BUFFER_MB", default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=16384))]
+    pub log_cleaner_dedupe_buffer_mb: u64,
     /// Accept CreateTopics with a replication factor up to N (kept as one replica): for
     /// tests written for a cluster. 1 refuses more, as a one-node Kafka does.
     #[arg(long, env = "FINSTREAM_MAX_REPLICATION_FACTOR", default_value_t = 1, value_parser = clap::value_parser!(i16).range(1..))]
@@ -173,7 +194,19 @@ impl BrokerArgs {
             storage_format: StorageFormat::from_name(&self.storage_format).ok_or_else(|| {
                 anyhow::anyhow!("unknown --storage-format {}", self.storage_format)
             })?,
-            segment_bytes: self.segment_mb * 1024 * 1024,
+            segment_bytes: self
+                .log_segment_bytes
+                .unwrap_or(self.segment_mb * 1024 * 1024),
+            log_roll: Some(Duration::from_millis(
+                self.log_roll_ms
+                    .unwrap_or(self.log_roll_hours.saturating_mul(3_600_000)),
+            )),
+            log_cleaner_enable: self.log_cleaner_enable,
+            log_cleaner_backoff: Duration::from_millis(self.log_cleaner_backoff_ms),
+            log_cleaner_dedupe_buffer_bytes: usize::try_from(
+                self.log_cleaner_dedupe_buffer_mb * 1024 * 1024,
+            )
+            .unwrap_or(usize::MAX),
             min_free_bytes: self.min_free_bytes,
             ..BrokerConfig::default()
         })

@@ -59,6 +59,18 @@ pub struct BrokerConfig {
     /// How often retention runs (10 s by default, as Redpanda; Kafka's
     /// `log.retention.check.interval.ms` is 5 minutes).
     pub log_retention_check_interval: Duration,
+    /// The active segment is closed once it is this old (Kafka's `log.roll.ms`/
+    /// `log.roll.hours`, default 7 days; topics set `segment.ms`).
+    pub log_roll: Option<Duration>,
+    /// Compacted topics (`cleanup.policy=compact`) are cleaned (Kafka's
+    /// `log.cleaner.enable`, default on).
+    pub log_cleaner_enable: bool,
+    /// How often the cleaner looks for logs to compact (10 s by default, as Redpanda's
+    /// housekeeping; Kafka's `log.cleaner.backoff.ms` is 15 s).
+    pub log_cleaner_backoff: Duration,
+    /// Memory for the cleaner's key map (Kafka's `log.cleaner.dedupe.buffer.size`;
+    /// default 64 MiB, about 2.4 million keys a pass).
+    pub log_cleaner_dedupe_buffer_bytes: usize,
     /// sled page cache size in bytes.
     pub cache_bytes: u64,
     /// Storage format of a new data directory (an existing one keeps its own).
@@ -105,6 +117,10 @@ impl Default for BrokerConfig {
             log_retention: Some(Duration::from_secs(168 * 3600)),
             log_retention_bytes: None,
             log_retention_check_interval: Duration::from_secs(10),
+            log_roll: Some(Duration::from_secs(168 * 3600)),
+            log_cleaner_enable: true,
+            log_cleaner_backoff: Duration::from_secs(10),
+            log_cleaner_dedupe_buffer_bytes: 64 * 1024 * 1024,
             cache_bytes: 64 * 1024 * 1024,
             storage_format: StorageFormat::default(),
             segment_bytes: DEFAULT_SEGMENT_BYTES,

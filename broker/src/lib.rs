@@ -19,6 +19,7 @@ pub mod api;
 pub mod batch;
 pub(crate) mod budget;
 pub(crate) mod cleaner;
+pub(crate) mod compaction;
 pub mod config;
 pub(crate) mod connection;
 pub(crate) mod control;
@@ -171,6 +172,9 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
         },
         state.config.log_retention_check_interval,
     );
+    if state.config.log_cleaner_enable {
+        compaction::spawn(&state, state.config.log_cleaner_backoff);
+    }
     tracing::info!(
         listen = %local_addr,
         advertised = %format!("{}:{}", state.advertised.0, state.advertised.1),

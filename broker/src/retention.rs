@@ -55,6 +55,9 @@ fn now_ms() -> i64 {
 pub fn sweep(state: &crate::state::State, limits: Limits) -> usize {
     let mut moved = 0;
     for topic in state.topics() {
+        if !state.topic_configs.deletes(&topic.name) {
+            continue;
+        }
         for p in &topic.partitions {
             // Never past what consumers may read (the high watermark).
             let limits = state.topic_configs.retention(&topic.name, limits);

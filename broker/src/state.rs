@@ -171,7 +171,7 @@ impl State {
             },
         )?;
         let topic_configs = crate::topic_config_store::TopicConfigStore::recover(store.clone())?;
-        Ok(Arc::new(State {
+        let state = Arc::new(State {
             txns,
             topic_configs,
             disk: crate::disk::DiskGuard::new(config.data_dir.clone(), config.min_free_bytes),
@@ -188,7 +188,33 @@ impl State {
             flusher,
             hw_changed: hw_rx,
             shutting_down,
-        }))
+        });
+        for topic in state.topics() {
+            state.apply_roll_limits(&topic);
+        }
+        Ok(state)
+    }
+
+    /// Tells every partition log of `topic` its `segment.bytes` and `segment.ms`.
+    fn apply_roll_limits(&self, topic: &Topic) {
+        let (bytes, ms) = self.topic_configs.roll_limits(&topic.name, &self.config);
+        for p in &topic.partitions {
+            p.log.set_roll_limits(bytes, ms);
+        }
+    }
+
+    /// Replaces the config overrides of topic `name` (durable with the next flush) and
+    /// applies them at once.
+    pub fn set_topic_configs(
+        &self,
+        name: &str,
+        overrides: crate::topic_config::Overrides,
+    ) -> Result<(), StorageError> {
+        self.topic_configs.set(name, overrides)?;
+        if let Some(topic) = self.topic(name) {
+            self.apply_roll_limits(&topic);
+        }
+        Ok(())
     }
 
     fn open_topic(store: &dyn Store, meta: &TopicMeta) -> Result<Arc<Topic>, StorageError> {
@@ -282,6 +308,7 @@ impl State {
         };
         self.store.create_topic(&meta)?;
         let topic = Self::open_topic(&*self.store, &meta)?;
+        self.apply_roll_limits(&topic);
         self.topics
             .write()
             .unwrap_or_else(|e| e.into_inner())
@@ -366,6 +393,7 @@ impl State {
             id: topic.id,
             partitions,
         });
+        self.apply_roll_limits(&grown);
         self.topics
             .write()
             .unwrap_or_else(|e| e.into_inner())

@@ -2,9 +2,11 @@
 //! value is checked, where its default comes from), a topic's overrides and their stored
 //! form, and the changes IncrementalAlterConfigs asks for.
 //!
-//! Applied by the broker: `retention.ms`, `retention.bytes` (retention) and
-//! `max.message.bytes` (produce). The others are validated, stored and described, but this
-//! broker does not act on them yet (compaction, time-based rolling, timestamp types).
+//! Applied by the broker: `retention.ms`, `retention.bytes` (retention), `cleanup.policy`,
+//! `min.cleanable.dirty.ratio`, `min.compaction.lag.ms`, `delete.retention.ms`
+//! (compaction), `segment.bytes`, `segment.ms` (rolling) and `max.message.bytes`
+//! (produce). The others (`compression.type`, `message.timestamp.type`,
+//! `min.insync.replicas`) are validated, stored and described, but not acted on.
 
 use std::collections::BTreeMap;
 
@@ -169,7 +171,11 @@ pub fn catalog() -> Vec<Spec> {
             name: "segment.ms",
             kind: kind::LONG,
             check: |v| long_at_least(1)(v),
-            default: DefaultFrom::Fixed("604800000"),
+            default: DefaultFrom::Broker(|c| {
+                c.log_roll
+                    .map_or(i64::MAX, |d| d.as_millis() as i64)
+                    .to_string()
+            }),
         },
     ]
 }

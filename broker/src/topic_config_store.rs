@@ -73,6 +73,42 @@ impl TopicConfigStore {
         self.value(topic, "max.message.bytes").unwrap_or(default)
     }
 
+    /// Whether `topic`'s `cleanup.policy` holds `item` (`delete` by default).
+    fn policy_has(&self, topic: &str, item: &str) -> bool {
+        let map = self.map.read().unwrap_or_else(|e| e.into_inner());
+        map.get(topic)
+            .and_then(|o| o.get("cleanup.policy"))
+            .map_or(item == "delete", |p| p.split(',').any(|i| i.trim() == item))
+    }
+
+    /// Whether retention deletes old segments of `topic` (`cleanup.policy` has `delete`).
+    pub fn deletes(&self, topic: &str) -> bool {
+        self.policy_has(topic, "delete")
+    }
+
+    /// The compaction settings of `topic`, if its `cleanup.policy` has `compact`.
+    pub fn compaction(&self, topic: &str) -> Option<crate::cleaner::Policy> {
+        self.policy_has(topic, "compact")
+            .then(|| crate::cleaner::Policy {
+                min_dirty_ratio: self
+                    .value(topic, "min.cleanable.dirty.ratio")
+                    .unwrap_or(0.5),
+                min_lag_ms: self.value(topic, "min.compaction.lag.ms").unwrap_or(0),
+                delete_retention_ms: self
+                    .value(topic, "delete.retention.ms")
+                    .unwrap_or(86_400_000),
+            })
+    }
+
+    /// `segment.bytes` and `segment.ms` of `topic`, else the broker's.
+    pub fn roll_limits(&self, topic: &str, broker: &crate::config::BrokerConfig) -> (u64, Option<i64>) {
+        let bytes = self.value(topic, "segment.bytes").unwrap_or(broker.segment_bytes);
+        let ms = self
+            .value::<i64>(topic, "segment.ms")
+            .or_else(|| broker.log_roll.map(|d| d.as_millis() as i64));
+        (bytes, ms)
+    }
+
     /// The retention limits of `topic`: its `retention.ms` and `retention.bytes` (-1: none),
     /// else the broker's.
     pub fn retention(&self, topic: &str, broker: Limits) -> Limits {

@@ -36,7 +36,7 @@ fn create_one(
     let topic = state
         .create_topic(name, partitions)
         .map_err(|e| (e.code, e.message))?;
-    state.topic_configs.set(name, overrides).map_err(|e| {
+    state.set_topic_configs(name, overrides).map_err(|e| {
         (
             ResponseError::KafkaStorageError,
             format!("storing the topic's configs: {e}"),

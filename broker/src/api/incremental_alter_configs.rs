@@ -40,7 +40,7 @@ pub(super) fn change_topic(
     if validate_only {
         return Ok(());
     }
-    state.topic_configs.set(name, next).map_err(|e| {
+    state.set_topic_configs(name, next).map_err(|e| {
         (
             ResponseError::KafkaStorageError,
             format!("storing the configs: {e}"),

@@ -11,4 +11,4 @@ pub mod records;
 
 pub use filter::{Filter, MapBuilder, Settings, Stats, Verdict};
 pub use offset_map::OffsetMap;
-pub use plan::{plan, Policy, Range, View};
+pub use plan::{plan, Policy, View};

@@ -81,6 +81,7 @@ impl OffsetMap {
     }
 
     /// How many keys it can hold.
+    #[cfg(test)]
     pub fn capacity(&self) -> usize {
         self.capacity
     }

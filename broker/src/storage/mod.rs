@@ -112,6 +112,53 @@ pub trait Log: Send + Sync {
     fn segments(&self) -> Vec<SegmentInfo> {
         Vec::new()
     }
+
+    /// Sets when the active segment closes: past `bytes` (`segment.bytes`) or `ms` old
+    /// (`segment.ms`). Formats without segments ignore it.
+    fn set_roll_limits(&self, _bytes: u64, _ms: Option<i64>) {}
+
+    /// One compaction pass ([`crate::cleaner`]) if the log is dirty enough; `None` when
+    /// there was nothing to do, or for formats that do not compact (sled, memory).
+    /// Offsets, the log start and the end stay; what a reader of the whole log ends up
+    /// with for each key stays. Crash-safe: after a crash the log holds either every
+    /// segment as it was or as it became.
+    fn compact(&self, _job: &CompactJob) -> Result<Option<CompactReport>, StorageError> {
+        Ok(None)
+    }
+}
+
+/// What a compaction pass is asked to do.
+#[derive(Debug, Clone, Copy)]
+pub struct CompactJob {
+    /// The topic's compaction settings.
+    pub policy: crate::cleaner::Policy,
+    /// Wall-clock time of the pass.
+    pub now_ms: i64,
+    /// The partition's high watermark: nothing at or above it is cleaned.
+    pub high_watermark: i64,
+    /// Memory for the key map.
+    pub map_budget: usize,
+    /// Largest inflated records section read; a batch past it is kept whole.
+    pub decode_limit: usize,
+}
+
+/// What a compaction pass did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CompactReport {
+    /// Bytes of the segments read.
+    pub bytes_read: u64,
+    /// Bytes of the segments written (or kept as they were).
+    pub bytes_written: u64,
+    /// Segments replaced.
+    pub segments: usize,
+    /// The first offset whose key is not in the map: the next pass's dirty start.
+    pub mapped_to: i64,
+    /// Keys in the map.
+    pub map_keys: usize,
+    /// Bytes the map took.
+    pub map_bytes: usize,
+    /// Records read and removed.
+    pub stats: crate::cleaner::Stats,
 }
 
 /// A segment, as retention sees it.

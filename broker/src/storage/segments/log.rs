@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
@@ -74,14 +74,21 @@ pub(super) struct Writer {
 pub struct SegmentLog {
     pub(super) name: String,
     pub(super) dir: PathBuf,
-    pub(super) segment_bytes: u64,
+    /// The active segment is closed when a batch would take it past this size
+    /// (`segment.bytes`)...
+    pub(super) segment_bytes: AtomicU64,
+    /// ... or when it is this old (`segment.ms`; `i64::MAX`: never).
+    pub(super) segment_ms: AtomicI64,
+    /// Wall-clock time of the active segment's first batch.
+    pub(super) active_since: AtomicI64,
     pub(super) writer: Mutex<Writer>,
-    /// The live segments, oldest first.
+    /// The live segments, oldest first. A read finds its next segment by offset, so
+    /// segments may go from the front (trim) or be replaced (compaction) under it.
     pub(super) segments: RwLock<Vec<Segment>>,
-    /// Segments removed from the front so far: segment `i` of the log's life is
-    /// `segments[i - removed]`, so a read under way keeps its place (changed only under
-    /// the `segments` write lock).
-    pub(super) removed: AtomicUsize,
+    /// Held while segment files are removed or swapped: trim and compaction take turns.
+    pub(super) files: Mutex<()>,
+    /// Where compaction stands; held for a whole pass.
+    pub(super) cleaning: Mutex<super::compact::Checkpoint>,
     pub(super) end_offset: AtomicI64,
     /// First offset still readable (moved by [`SegmentLog::trim`]).
     pub(super) start_offset: AtomicI64,
@@ -101,7 +108,8 @@ impl SegmentLog {
         let mut txns = TxnIndex::default();
         let mut next = found.first().map_or(0, |f| f.0);
         for (i, (base, path)) in found.into_iter().enumerate() {
-            if base != next {
+            // Compaction may leave gaps between segments, never overlaps.
+            if base < next {
                 return Err(StorageError::Corrupt {
                     what: path.display().to_string(),
                     detail: format!(
@@ -109,6 +117,7 @@ impl SegmentLog {
                     ),
                 });
             }
+            next = base;
             let last = i + 1 == count;
             segments.push(recover_segment(
                 base,
@@ -128,11 +137,20 @@ impl SegmentLog {
             .unwrap_or(first.base)
             .clamp(first.base, next);
         let (active, active_path) = (active.file.clone(), active.path.clone());
+        let active_since = segments
+            .last()
+            .and_then(|s| s.index.first())
+            .map_or_else(super::now_ms, |e| e.max_ts);
         drop_below(&dir, &mut segments, start_offset)?;
+        let cleaning = super::compact::Checkpoint::read(&dir, start_offset)?;
         Ok(SegmentLog {
             name,
             dir,
-            segment_bytes,
+            segment_bytes: AtomicU64::new(segment_bytes),
+            segment_ms: AtomicI64::new(i64::MAX),
+            active_since: AtomicI64::new(active_since),
+            files: Mutex::new(()),
+            cleaning: Mutex::new(cleaning),
             writer: Mutex::new(Writer {
                 next,
                 producers,
@@ -141,7 +159,6 @@ impl SegmentLog {
                 failed: None,
             }),
             segments: RwLock::new(segments),
-            removed: AtomicUsize::new(0),
             end_offset: AtomicI64::new(next),
             start_offset: AtomicI64::new(start_offset),
             dirty: AtomicBool::new(false),
@@ -184,6 +201,13 @@ impl SegmentLog {
         Ok(())
     }
 
+    /// Whether the active segment must close before a batch takes it to `size` bytes.
+    fn full(&self, size: u64) -> bool {
+        size > self.segment_bytes.load(Ordering::Acquire)
+            || super::now_ms().saturating_sub(self.active_since.load(Ordering::Acquire))
+                >= self.segment_ms.load(Ordering::Acquire)
+    }
+
     /// `fdatasync`s the active segment if anything was written since the last sync.
     pub(super) fn sync(&self) -> Result<(), StorageError> {
         let active = {
@@ -210,26 +234,36 @@ impl SegmentLog {
         Ok(())
     }
 
-    /// Number (over the log's life, see `removed`) of the segment holding `offset`.
-    fn segment_holding(&self, offset: i64) -> usize {
+    /// The segment holding `offset` (the first one if `offset` is below it), for a read:
+    /// where the read starts in it (by the index), where its batches end, and the base of
+    /// the segment after it. One lookup per segment a read touches.
+    fn segment_for_read(&self, offset: i64) -> Option<ReadPlace> {
         let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
-        self.removed.load(Ordering::Acquire)
-            + segments
-                .partition_point(|s| s.base <= offset)
-                .saturating_sub(1)
-    }
-
-    /// Segment number `i` as `(file, path, position, end)`: where a read of `offset` starts in it
-    /// (by the index if the offset is in it, else 0) and where its batches end. `None` past
-    /// the last segment. One lookup per segment a read touches.
-    fn segment_for_read(&self, i: usize, offset: i64) -> Option<(Arc<File>, PathBuf, u64, u64)> {
-        let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
-        // A segment removed since the read began ends it: what it held is below the start.
-        let s = segments.get(i.checked_sub(self.removed.load(Ordering::Acquire))?)?;
+        let i = segments
+            .partition_point(|s| s.base <= offset)
+            .saturating_sub(1);
+        let s = segments.get(i)?;
         let e = s.index.partition_point(|e| e.offset <= offset);
         let pos = s.index.get(e.wrapping_sub(1)).map_or(0, |e| e.pos);
-        Some((s.file.clone(), s.path.clone(), pos, s.end))
+        Some(ReadPlace {
+            file: s.file.clone(),
+            path: s.path.clone(),
+            pos,
+            end: s.end,
+            base: s.base,
+            successor: segments.get(i + 1).map(|n| n.base),
+        })
     }
+}
+
+/// Where a read continues: see [`SegmentLog::segment_for_read`].
+struct ReadPlace {
+    file: Arc<File>,
+    path: PathBuf,
+    pos: u64,
+    end: u64,
+    base: i64,
+    successor: Option<i64>,
 }
 
 impl Log for SegmentLog {
@@ -258,12 +292,15 @@ impl Log for SegmentLog {
             let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());
             segments.last().map_or(0, |s| s.end)
         };
-        let pos = if pos > 0 && pos + len > self.segment_bytes {
+        let pos = if pos > 0 && self.full(pos + len) {
             self.roll(w, base)?;
             0
         } else {
             pos
         };
+        if pos == 0 {
+            self.active_since.store(super::now_ms(), Ordering::Release);
+        }
         // The stored batch differs from the received one only in its first 16 bytes (as
         // in [`batch::with_base_offset`]: base offset, and partition leader epoch 0). A
         // failed write leaves the log end where it was: the next batch overwrites the rest.
@@ -295,9 +332,17 @@ impl Log for SegmentLog {
         let mut total = 0usize;
         // Batches read back to back from one buffer go out as one slice, so the fetch
         // response needs no copy to join them: (segment, buffer fill, first byte).
-        let mut run: Option<(usize, u64, u64)> = None;
-        let mut seg = self.segment_holding(offset);
-        while let Some((file, path, mut pos, seg_end)) = self.segment_for_read(seg, offset) {
+        let mut run: Option<(i64, u64, u64)> = None;
+        let mut at = offset;
+        while let Some(place) = self.segment_for_read(at) {
+            let ReadPlace {
+                file,
+                path,
+                mut pos,
+                end: seg_end,
+                base: seg,
+                successor,
+            } = place;
             let mut cur = Cursor::new(&file, &path, seg_end);
             while pos < seg_end {
                 let read_ahead = (max_bytes.saturating_sub(total))
@@ -312,7 +357,7 @@ impl Log for SegmentLog {
                     return Ok(out);
                 }
                 let last = h.base + i64::from(h.info.last_offset_delta);
-                if last < offset {
+                if last < at {
                     pos += h.len;
                     continue;
                 }
@@ -337,12 +382,19 @@ impl Log for SegmentLog {
                         out.push(whole);
                     }
                 }
+                at = last + 1;
                 pos += h.len;
                 if total >= max_bytes {
                     return Ok(out);
                 }
             }
-            seg += 1;
+            // The next segment holding what is still wanted: a compacted segment may now
+            // hold offsets this one held when the read started.
+            match successor {
+                Some(next) => at = at.max(next),
+                None => break,
+            }
+            run = None;
         }
         Ok(out)
     }
@@ -416,6 +468,20 @@ impl Log for SegmentLog {
         })
     }
 
+    fn set_roll_limits(&self, bytes: u64, ms: Option<i64>) {
+        let bytes = bytes.max(crate::batch::HEADER_LEN as u64);
+        self.segment_bytes.store(bytes, Ordering::Release);
+        self.segment_ms
+            .store(ms.unwrap_or(i64::MAX).max(1), Ordering::Release);
+    }
+
+    fn compact(
+        &self,
+        job: &crate::storage::CompactJob,
+    ) -> Result<Option<crate::storage::CompactReport>, StorageError> {
+        self.compact_pass(job)
+    }
+
     fn txn_index(&self) -> &SharedTxnIndex {
         &self.txns
     }
@@ -448,6 +514,7 @@ fn segment_files(dir: &Path) -> Result<Vec<(i64, PathBuf)>, StorageError> {
             sync_dir(parent)?;
         }
     }
+    super::compact::recover(dir)?;
     let mut found = Vec::new();
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let entry = entry.map_err(io_err(dir))?;

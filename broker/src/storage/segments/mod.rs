@@ -28,6 +28,7 @@
 //! segment at open (recovery), [`log`] is one partition's log, and this module the set of
 //! logs of a data directory.
 
+mod compact;
 mod file;
 mod log;
 mod scan;
@@ -59,6 +60,13 @@ pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError
         path: path.display().to_string(),
         source,
     }
+}
+
+/// Wall-clock milliseconds since the epoch.
+pub(super) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 pub(super) fn segment_name(base: i64) -> String {
@@ -181,3 +189,7 @@ impl LogSet for SegmentLogs {
 #[cfg(test)]
 #[path = "tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "compact_tests.rs"]
+mod compact_tests;

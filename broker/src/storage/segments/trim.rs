@@ -34,11 +34,13 @@ pub(super) fn read_checkpoint(dir: &Path) -> Result<Option<i64>, StorageError> {
     }
 }
 
-fn write_checkpoint(dir: &Path, start: i64) -> Result<(), StorageError> {
-    let path = dir.join(CHECKPOINT);
-    let tmp: PathBuf = dir.join(format!("{CHECKPOINT}.tmp"));
+/// Replaces `dir/name` with `text` atomically and durably: a temporary file, fsynced,
+/// renamed over the old one, the directory fsynced.
+pub(super) fn write_atomically(dir: &Path, name: &str, text: &str) -> Result<(), StorageError> {
+    let path = dir.join(name);
+    let tmp: PathBuf = dir.join(format!("{name}.tmp"));
     let mut f = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    writeln!(f, "{start}")
+    f.write_all(text.as_bytes())
         .and_then(|()| f.sync_all())
         .map_err(io_err(&tmp))?;
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
@@ -70,12 +72,13 @@ impl SegmentLog {
         if start == current {
             return Ok(current);
         }
-        write_checkpoint(&self.dir, start)?;
+        write_atomically(&self.dir, CHECKPOINT, &format!("{start}\n"))?;
         self.start_offset.store(start, Ordering::Release);
+        // Compaction swaps files too: one at a time.
+        let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let gone: Vec<PathBuf> = {
             let mut segments = self.segments.write().unwrap_or_else(|e| e.into_inner());
             let n = wholly_below(&segments, start);
-            self.removed.fetch_add(n, Ordering::AcqRel);
             segments.drain(..n).map(|s| s.path).collect()
         };
         for path in &gone {

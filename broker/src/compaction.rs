@@ -1,0 +1,84 @@
+//! The log cleaner's task: every `--log-cleaner-backoff-ms` (10 s by default, as
+//! Redpanda's housekeeping) each partition of a topic whose `cleanup.policy` has `compact`
+//! gets a pass if the planner finds it dirty enough ([`crate::cleaner`]); the segment
+//! store does the rewriting and the crash-safe swap. Passes run one at a time on a
+//! blocking thread, so the cleaner takes at most one core and one key map of memory.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::storage::CompactJob;
+
+/// Largest inflated records section the cleaner reads; a batch past it is kept whole.
+const DECODE_LIMIT: usize = 128 * 1024 * 1024;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// One pass over every compacted partition; returns how many were cleaned.
+pub fn sweep(state: &crate::state::State) -> usize {
+    let mut cleaned = 0;
+    for topic in state.topics() {
+        let Some(policy) = state.topic_configs.compaction(&topic.name) else {
+            continue;
+        };
+        for p in &topic.partitions {
+            let job = CompactJob {
+                policy,
+                now_ms: now_ms(),
+                high_watermark: p.high_watermark(),
+                map_budget: state.config.log_cleaner_dedupe_buffer_bytes,
+                decode_limit: DECODE_LIMIT,
+            };
+            let started = Instant::now();
+            match p.log.compact(&job) {
+                Ok(Some(r)) => {
+                    cleaned += 1;
+                    let secs = started.elapsed().as_secs_f64();
+                    tracing::info!(
+                        topic = %topic.name,
+                        partition = p.index,
+                        read_bytes = r.bytes_read,
+                        written_bytes = r.bytes_written,
+                        segments_replaced = r.segments,
+                        records_read = r.stats.records_read,
+                        records_removed = r.stats.records_removed,
+                        tombstones_removed = r.stats.tombstones_removed,
+                        unreadable_batches = r.stats.unreadable,
+                        map_keys = r.map_keys,
+                        map_bytes = r.map_bytes,
+                        dirty_from = r.mapped_to,
+                        seconds = secs,
+                        mb_per_s = r.bytes_read as f64 / 1e6 / secs.max(1e-9),
+                        "compacted"
+                    );
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(topic = %topic.name, partition = p.index, "compaction failed: {e}");
+                }
+            }
+        }
+    }
+    cleaned
+}
+
+/// Runs [`sweep`] every `interval` on a blocking thread until shutdown.
+pub fn spawn(state: &Arc<crate::state::State>, interval: Duration) {
+    let state = state.clone();
+    tokio::spawn(async move {
+        let mut shutdown = state.shutting_down.clone();
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            let s = state.clone();
+            let _ = tokio::task::spawn_blocking(move || sweep(&s)).await;
+        }
+    });
+}
