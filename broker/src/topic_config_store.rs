@@ -101,8 +101,14 @@ impl TopicConfigStore {
     }
 
     /// `segment.bytes` and `segment.ms` of `topic`, else the broker's.
-    pub fn roll_limits(&self, topic: &str, broker: &crate::config::BrokerConfig) -> (u64, Option<i64>) {
-        let bytes = self.value(topic, "segment.bytes").unwrap_or(broker.segment_bytes);
+    pub fn roll_limits(
+        &self,
+        topic: &str,
+        broker: &crate::config::BrokerConfig,
+    ) -> (u64, Option<i64>) {
+        let bytes = self
+            .value(topic, "segment.bytes")
+            .unwrap_or(broker.segment_bytes);
         let ms = self
             .value::<i64>(topic, "segment.ms")
             .or_else(|| broker.log_roll.map(|d| d.as_millis() as i64));

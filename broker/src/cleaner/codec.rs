@@ -146,16 +146,28 @@ mod tests {
 
     #[test]
     fn every_codec_round_trips_and_stays_bounded() {
-        let data: Vec<u8> = (0..100_000u32).flat_map(|i| (i % 251).to_be_bytes()).collect();
+        let data: Vec<u8> = (0..100_000u32)
+            .flat_map(|i| (i % 251).to_be_bytes())
+            .collect();
         for codec in 0..=4 {
             let c = compress(codec, &data).unwrap();
-            assert_eq!(decompress(codec, &c, data.len()).unwrap(), data, "codec {codec}");
+            assert_eq!(
+                decompress(codec, &c, data.len()).unwrap(),
+                data,
+                "codec {codec}"
+            );
             assert!(
-                matches!(decompress(codec, &c, data.len() - 1), Err(CodecError::TooLarge(_))),
+                matches!(
+                    decompress(codec, &c, data.len() - 1),
+                    Err(CodecError::TooLarge(_))
+                ),
                 "codec {codec} must refuse to inflate past its limit"
             );
         }
-        assert!(matches!(decompress(5, &data, 1 << 30), Err(CodecError::Unknown(5))));
+        assert!(matches!(
+            decompress(5, &data, 1 << 30),
+            Err(CodecError::Unknown(5))
+        ));
         assert!(decompress(1, b"not gzip", 1 << 20).is_err());
     }
 

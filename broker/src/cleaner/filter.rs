@@ -142,13 +142,7 @@ impl<'a> Filter<'a> {
 
     /// The verdict on stored batch `b` at `base`: `aborted` if it holds an aborted
     /// transaction's records, `last_of_producer` if it is its producer's last data batch.
-    pub fn batch(
-        &mut self,
-        b: &[u8],
-        base: i64,
-        aborted: bool,
-        last_of_producer: bool,
-    ) -> Verdict {
+    pub fn batch(&mut self, b: &[u8], base: i64, aborted: bool, last_of_producer: bool) -> Verdict {
         let Some(info) = batch::info(b) else {
             return Verdict::Keep;
         };
@@ -212,7 +206,11 @@ impl<'a> Filter<'a> {
                     return false;
                 };
                 let offset = facts.base + r.offset_delta;
-                if self.map.get(key_hash(k)).is_some_and(|latest| latest > offset) {
+                if self
+                    .map
+                    .get(key_hash(k))
+                    .is_some_and(|latest| latest > offset)
+                {
                     return false;
                 }
                 if r.tombstone {

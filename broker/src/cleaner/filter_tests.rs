@@ -4,7 +4,9 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::batch::{set_transactional, NO_PRODUCER};
-use crate::cleaner::records::keyed_batch;
+use crate::cleaner::records::{keyed_batch, KeyValue};
+
+type OwnedKeyValue = (Option<Vec<u8>>, Option<Vec<u8>>);
 use crate::control::{marker_batch, Marker};
 
 /// A log in memory: (base offset, batch bytes), in offset order.
@@ -63,7 +65,10 @@ fn pass(
     for (base, b) in log.iter().filter(|(base, b)| {
         *base + i64::from(batch::info(b).unwrap().last_offset_delta) >= dirty_from
     }) {
-        if !builder.add(b, *base, dirty_from, (aborted.contains(base), 1 << 20)).unwrap() {
+        if !builder
+            .add(b, *base, dirty_from, (aborted.contains(base), 1 << 20))
+            .unwrap()
+        {
             break;
         }
     }
@@ -101,8 +106,20 @@ const SETTINGS: Settings = Settings {
 
 #[test]
 fn keeps_the_latest_of_each_key_and_tombstones_until_a_later_pass() {
-    let b0 = keyed_batch(0, &[(Some(b"a"), Some(b"1")), (Some(b"b"), Some(b"1"))], 0, 0, NO_PRODUCER);
-    let b1 = keyed_batch(2, &[(Some(b"a"), Some(b"2")), (Some(b"b"), None)], 0, 1, NO_PRODUCER);
+    let b0 = keyed_batch(
+        0,
+        &[(Some(b"a"), Some(b"1")), (Some(b"b"), Some(b"1"))],
+        0,
+        0,
+        NO_PRODUCER,
+    );
+    let b1 = keyed_batch(
+        2,
+        &[(Some(b"a"), Some(b"2")), (Some(b"b"), None)],
+        0,
+        1,
+        NO_PRODUCER,
+    );
     let log = vec![(0, b0), (2, b1)];
     let none = HashSet::new();
     let (once, mapped, stats) = pass(&log, &none, 0, 1024, SETTINGS);
@@ -111,9 +128,16 @@ fn keeps_the_latest_of_each_key_and_tombstones_until_a_later_pass() {
     let seen = records_of(&once, &none);
     assert_eq!(
         seen,
-        vec![(2, Some(b"a".to_vec()), Some(b"2".to_vec())), (3, Some(b"b".to_vec()), None)]
+        vec![
+            (2, Some(b"a".to_vec()), Some(b"2".to_vec())),
+            (3, Some(b"b".to_vec()), None)
+        ]
     );
-    assert_eq!(records::delete_horizon(&once[0].1), Some(1_500), "the tombstone's batch");
+    assert_eq!(
+        records::delete_horizon(&once[0].1),
+        Some(1_500),
+        "the tombstone's batch"
+    );
     // a pass before the horizon keeps it, one after removes it
     let (twice, _, _) = pass(&once, &none, 4, 1024, SETTINGS);
     assert_eq!(records_of(&twice, &none).len(), 2);
@@ -122,10 +146,17 @@ fn keeps_the_latest_of_each_key_and_tombstones_until_a_later_pass() {
         ..SETTINGS
     };
     let (thrice, _, stats) = pass(&twice, &none, 4, 1024, later);
-    assert_eq!(records_of(&thrice, &none), vec![(2, Some(b"a".to_vec()), Some(b"2".to_vec()))]);
+    assert_eq!(
+        records_of(&thrice, &none),
+        vec![(2, Some(b"a".to_vec()), Some(b"2".to_vec()))]
+    );
     assert_eq!(stats.tombstones_removed, 1);
     let info = batch::info(&thrice[0].1).unwrap();
-    assert_eq!((info.last_offset_delta, info.codec), (1, 1), "offsets and codec kept");
+    assert_eq!(
+        (info.last_offset_delta, info.codec),
+        (1, 1),
+        "offsets and codec kept"
+    );
 }
 
 #[test]
@@ -140,15 +171,26 @@ fn aborted_records_go_and_markers_follow_once_their_transaction_is_gone() {
     let (once, _, _) = pass(&log, &aborted, 0, 1024, SETTINGS);
     // the aborted batch is the producer's last data batch: it stays, empty
     let empty = batch::info(&once[0].1).unwrap();
-    assert_eq!((once[0].0, empty.record_count, empty.producer_id), (0, 0, 5));
-    assert_eq!(records::delete_horizon(&once[1].1), Some(1_500), "the marker waits");
+    assert_eq!(
+        (once[0].0, empty.record_count, empty.producer_id),
+        (0, 0, 5)
+    );
+    assert_eq!(
+        records::delete_horizon(&once[1].1),
+        Some(1_500),
+        "the marker waits"
+    );
     let later = Settings {
         now_ms: 2_000,
         ..SETTINGS
     };
     let (twice, _, _) = pass(&once, &aborted, 3, 1024, later);
     let bases: Vec<i64> = twice.iter().map(|(b, _)| *b).collect();
-    assert_eq!(bases, [0, 2], "the marker went, the empty batch and the rest stay");
+    assert_eq!(
+        bases,
+        [0, 2],
+        "the marker went, the empty batch and the rest stay"
+    );
 }
 
 /// A generated log: batches of keyed records, some in transactions that commit or abort.
@@ -159,17 +201,27 @@ enum Gen {
 }
 
 fn gen_records() -> impl Strategy<Value = Vec<(Option<u8>, bool)>> {
-    prop::collection::vec((prop::option::weighted(0.95, 0u8..12), prop::bool::weighted(0.2)), 1..5)
+    prop::collection::vec(
+        (
+            prop::option::weighted(0.95, 0u8..12),
+            prop::bool::weighted(0.2),
+        ),
+        1..5,
+    )
 }
 
 fn gen() -> impl Strategy<Value = Vec<Gen>> {
     let plain = (gen_records(), 0u8..5).prop_map(|(r, c)| Gen::Plain(r, c));
-    let txn = (1i64..3, prop::collection::vec(gen_records(), 1..3), any::<bool>())
+    let txn = (
+        1i64..3,
+        prop::collection::vec(gen_records(), 1..3),
+        any::<bool>(),
+    )
         .prop_map(|(p, b, commit)| Gen::Txn(p, b, commit));
     prop::collection::vec(prop_oneof![3 => plain, 1 => txn], 1..25)
 }
 
-fn pairs(recs: &[(Option<u8>, bool)], base: i64) -> Vec<(Option<Vec<u8>>, Option<Vec<u8>>)> {
+fn pairs(recs: &[(Option<u8>, bool)], base: i64) -> Vec<OwnedKeyValue> {
     recs.iter()
         .enumerate()
         .map(|(i, (k, tomb))| {
@@ -188,8 +240,10 @@ fn push(
 ) -> i64 {
     let base = *next;
     let p = pairs(recs, base);
-    let refs: Vec<(Option<&[u8]>, Option<&[u8]>)> =
-        p.iter().map(|(k, v)| (k.as_deref(), v.as_deref())).collect();
+    let refs: Vec<KeyValue> = p
+        .iter()
+        .map(|(k, v)| (k.as_deref(), v.as_deref()))
+        .collect();
     let mut b = keyed_batch(base, &refs, base, codec, producer);
     if producer.0 >= 0 {
         set_transactional(&mut b);
@@ -216,7 +270,11 @@ fn build(gens: &[Gen]) -> (MemLog, HashSet<i64>) {
                         aborted.insert(base);
                     }
                 }
-                let m = if *commit { Marker::Commit } else { Marker::Abort };
+                let m = if *commit {
+                    Marker::Commit
+                } else {
+                    Marker::Abort
+                };
                 let mut mb = marker_batch(*pid, 0, m, next);
                 mb[..8].copy_from_slice(&next.to_be_bytes());
                 log.push((next, mb));

@@ -112,7 +112,10 @@ mod tests {
             assert!(m.put(key_hash(&i.to_be_bytes()), i as i64));
         }
         assert!(!m.put(key_hash(b"one more"), 1));
-        assert!(m.put(key_hash(&0usize.to_be_bytes()), 99), "a known key still updates");
+        assert!(
+            m.put(key_hash(&0usize.to_be_bytes()), 99),
+            "a known key still updates"
+        );
         assert_eq!(m.get(key_hash(&0usize.to_be_bytes())), Some(99));
         assert_eq!(m.get(key_hash(b"one more")), None);
         assert_eq!(m.map.capacity(), allocated, "never grew");

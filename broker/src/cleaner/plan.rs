@@ -136,7 +136,17 @@ mod tests {
             ..clean
         };
         assert_eq!(plan(due, POLICY, 100).map(|r| r.until), Some(20));
-        assert_eq!(plan(View { horizon: Some(101), ..clean }, POLICY, 100), None);
+        assert_eq!(
+            plan(
+                View {
+                    horizon: Some(101),
+                    ..clean
+                },
+                POLICY,
+                100
+            ),
+            None
+        );
     }
 
     proptest! {

@@ -99,7 +99,7 @@ pub fn decode(batch: &[u8], limit: usize) -> Result<Records, RecordsError> {
     if batch.len() < HEADER_LEN {
         return Err(RecordsError::Malformed("shorter than a batch header"));
     }
-    let codec = (batch[22] & 0x07) as u8;
+    let codec = batch[22] & 0x07;
     let count = be_i32(batch, 57);
     let data = codec::decompress(codec, &batch[HEADER_LEN..], limit)?;
     let mut recs = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(data.len()));
@@ -112,7 +112,9 @@ pub fn decode(batch: &[u8], limit: usize) -> Result<Records, RecordsError> {
         rest = &rest[len.min(rest.len())..];
     }
     if recs.len() != usize::try_from(count).unwrap_or(usize::MAX) {
-        return Err(RecordsError::Malformed("record count differs from the header"));
+        return Err(RecordsError::Malformed(
+            "record count differs from the header",
+        ));
     }
     Ok(Records { data, recs })
 }
@@ -177,12 +179,16 @@ pub fn rewrite(
     Ok(out)
 }
 
+/// A test record: key and value (`None`: a tombstone).
+#[cfg(test)]
+pub(crate) type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
 /// Builds a batch of keyed records for tests: `(key, value)` pairs (value `None`: a
 /// tombstone), offsets `base..`, timestamps `ts0 + i`, compressed with `codec`.
 #[cfg(test)]
 pub(crate) fn keyed_batch(
     base: i64,
-    pairs: &[(Option<&[u8]>, Option<&[u8]>)],
+    pairs: &[KeyValue],
     ts0: i64,
     codec: u8,
     producer: (i64, i16, i32),
@@ -226,8 +232,11 @@ mod tests {
     #[test]
     fn a_rewritten_batch_keeps_offsets_sequences_and_timestamps() {
         for codec in 0..=4u8 {
-            let pairs: [(Option<&[u8]>, Option<&[u8]>); 3] =
-                [(Some(b"a"), Some(b"1")), (Some(b"b"), None), (Some(b"a"), Some(b"3"))];
+            let pairs: [KeyValue; 3] = [
+                (Some(b"a"), Some(b"1")),
+                (Some(b"b"), None),
+                (Some(b"a"), Some(b"3")),
+            ];
             let b = keyed_batch(100, &pairs, 5_000, codec, (7, 2, 40));
             let recs = decode(&b, 1 << 20).unwrap();
             assert_eq!(recs.recs.len(), 3);
@@ -239,7 +248,10 @@ mod tests {
             assert_eq!(stored, actual);
             assert_eq!(batch::base_offset(&out), Some(100));
             assert_eq!((info.last_offset_delta, info.record_count), (2, 2));
-            assert_eq!((info.producer_id, info.producer_epoch, info.base_sequence), (7, 2, 40));
+            assert_eq!(
+                (info.producer_id, info.producer_epoch, info.base_sequence),
+                (7, 2, 40)
+            );
             assert_eq!((info.codec, info.max_timestamp), (codec, 5_002));
             assert_eq!(delete_horizon(&out), Some(90_000));
             let again = decode(&out, 1 << 20).unwrap();
@@ -259,11 +271,21 @@ mod tests {
         let recs = decode(&b, 1 << 20).unwrap();
         let empty = rewrite(&b, &recs, &[false], None).unwrap();
         let info = batch::info(&empty).unwrap();
-        assert_eq!((info.record_count, info.last_offset_delta, info.max_timestamp), (0, 0, 10));
+        assert_eq!(
+            (
+                info.record_count,
+                info.last_offset_delta,
+                info.max_timestamp
+            ),
+            (0, 0, 10)
+        );
         assert_eq!(delete_horizon(&empty), None);
         let mut cut = b.clone();
         cut.truncate(cut.len() - 2);
         assert!(decode(&cut, 1 << 20).is_err());
-        assert!(matches!(decode(&b, 3), Err(RecordsError::Codec(CodecError::TooLarge(3)))));
+        assert!(matches!(
+            decode(&b, 3),
+            Err(RecordsError::Codec(CodecError::TooLarge(3)))
+        ));
     }
 }

@@ -73,7 +73,10 @@ impl SegmentLog {
     }
 
     /// One pass, if the planner finds the log dirty enough (or a delete horizon due).
-    pub(in crate::storage::segments) fn compact_pass(&self, job: &CompactJob) -> Result<Option<CompactReport>, StorageError> {
+    pub(in crate::storage::segments) fn compact_pass(
+        &self,
+        job: &CompactJob,
+    ) -> Result<Option<CompactReport>, StorageError> {
         let mut state = self.cleaning.lock().unwrap_or_else(|e| e.into_inner());
         let infos = self.segments();
         let stable = self
@@ -96,7 +99,8 @@ impl SegmentLog {
             by_pid.entry(a.producer_id).or_default().push(a);
         }
         let aborted = Aborted(by_pid);
-        let (map, mapped_to) = self.build_map(&snaps, range.dirty_from, range.until, (job, &aborted))?;
+        let (map, mapped_to) =
+            self.build_map(&snaps, range.dirty_from, range.until, (job, &aborted))?;
         let last_data: HashMap<i64, i64> = self
             .producers()
             .into_iter()
@@ -193,7 +197,12 @@ impl SegmentLog {
 
     /// Steps 2 and 3 of the swap, and the same change in memory. A group that trim removed
     /// meanwhile (the log start moved past it) is not swapped in: its output is deleted.
-    fn swap_in(&self, seg: Segment, tmp: &Path, (base, end): (i64, i64)) -> Result<(), StorageError> {
+    fn swap_in(
+        &self,
+        seg: Segment,
+        tmp: &Path,
+        (base, end): (i64, i64),
+    ) -> Result<(), StorageError> {
         let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         let still_there = {
             let segments = self.segments.read().unwrap_or_else(|e| e.into_inner());

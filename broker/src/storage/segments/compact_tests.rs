@@ -26,7 +26,13 @@ fn log_of(store: &SegmentStore) -> Arc<dyn Log> {
 /// Appends one batch per (key, value) (None: tombstone), codecs taking turns.
 fn fill(log: &dyn Log, pairs: &[(u8, Option<&str>)]) {
     for (i, (k, v)) in pairs.iter().enumerate() {
-        let b = keyed_batch(0, &[(Some(&[*k][..]), v.map(str::as_bytes))], 1, (i % 5) as u8, batch::NO_PRODUCER);
+        let b = keyed_batch(
+            0,
+            &[(Some(&[*k][..]), v.map(str::as_bytes))],
+            1,
+            (i % 5) as u8,
+            batch::NO_PRODUCER,
+        );
         let info = batch::validate(&b, 1 << 20).unwrap();
         log.append(&b, &info).unwrap();
     }
@@ -82,7 +88,16 @@ fn job(now_ms: i64, hw: i64) -> CompactJob {
 fn compaction_keeps_offsets_and_the_latest_values_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let pairs: Vec<(u8, Option<&str>)> = (0..60u8)
-        .map(|i| (i % 7, if i == 50 { None } else { Some(["a", "bb", "ccc"][usize::from(i % 3)]) }))
+        .map(|i| {
+            (
+                i % 7,
+                if i == 50 {
+                    None
+                } else {
+                    Some(["a", "bb", "ccc"][usize::from(i % 3)])
+                },
+            )
+        })
         .collect();
     let (before, after) = {
         let store = open_store(dir.path(), 400);
@@ -91,7 +106,10 @@ fn compaction_keeps_offsets_and_the_latest_values_across_reopen() {
         let before = read_all(&*log, 0);
         let end = log.log_end_offset();
         let report = log.compact(&job(10, end)).unwrap().expect("dirty enough");
-        assert!(report.segments > 1 && report.stats.records_removed > 0, "{report:?}");
+        assert!(
+            report.segments > 1 && report.stats.records_removed > 0,
+            "{report:?}"
+        );
         assert_eq!(log.log_end_offset(), end);
         let after = read_all(&*log, 0);
         // a read from inside a removed range starts at the next record kept
@@ -108,7 +126,10 @@ fn compaction_keeps_offsets_and_the_latest_values_across_reopen() {
     for (o, (k, _)) in &before {
         let latest = !before.range(o + 1..).any(|(_, (k2, _))| k2 == k);
         let in_active = Some(*o) >= active;
-        assert!(!latest || after.contains_key(o) || in_active, "latest of {k:?} at {o} lost");
+        assert!(
+            !latest || after.contains_key(o) || in_active,
+            "latest of {k:?} at {o} lost"
+        );
     }
     assert!(after.len() < before.len());
     let store = open_store(dir.path(), 400);
@@ -118,7 +139,12 @@ fn compaction_keeps_offsets_and_the_latest_values_across_reopen() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    assert!(files.iter().all(|f| !f.ends_with(".swap") && !f.ends_with(".cleaned")), "{files:?}");
+    assert!(
+        files
+            .iter()
+            .all(|f| !f.ends_with(".swap") && !f.ends_with(".cleaned")),
+        "{files:?}"
+    );
 }
 
 #[test]
@@ -128,7 +154,10 @@ fn a_swap_a_crash_interrupted_is_finished_and_a_half_written_output_dropped() {
     let (before, first, second, third) = {
         let store = open_store(dir.path(), 300);
         let log = log_of(&store);
-        fill(&*log, &(0..40u8).map(|i| (i, Some("v"))).collect::<Vec<_>>());
+        fill(
+            &*log,
+            &(0..40u8).map(|i| (i, Some("v"))).collect::<Vec<_>>(),
+        );
         store.sync().unwrap();
         let segs = log.segments();
         assert!(segs.len() >= 3, "{segs:?}");
@@ -167,9 +196,15 @@ fn tombstones_stay_until_a_pass_after_their_horizon() {
     log.compact(&job(10, end)).unwrap().expect("first pass");
     let after = read_all(&*log, 0);
     assert!(!after.contains_key(&0), "the overwritten value goes");
-    assert_eq!(after.get(&1), Some(&(vec![1], None)), "the tombstone stays for now");
+    assert_eq!(
+        after.get(&1),
+        Some(&(vec![1], None)),
+        "the tombstone stays for now"
+    );
     // before its horizon (10 + 1000) nothing is due; after it, a pass removes it
     assert!(log.compact(&job(500, end)).unwrap().is_none());
-    log.compact(&job(1_010, end)).unwrap().expect("the horizon brings a pass");
+    log.compact(&job(1_010, end))
+        .unwrap()
+        .expect("the horizon brings a pass");
     assert!(!read_all(&*log, 0).contains_key(&1), "the tombstone went");
 }
