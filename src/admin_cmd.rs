@@ -16,7 +16,7 @@ use rdkafka::TopicPartitionList;
 
 use crate::kafka_opts::{self, parse_property};
 
-const TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connection options of the admin commands (no topic: it is an argument).
 #[derive(Args, Debug, Clone)]
@@ -77,12 +77,36 @@ enum TopicsCmd {
         partitions: i32,
         #[arg(long, default_value_t = 1)]
         replication_factor: i32,
-        /// Topic config, e.g. --config retention.ms=86400000 (repeatable).
+        /// Topic config, e.g. --add-config retention.ms=86400000 (repeatable; `--config`
+        /// is the settings file).
         #[arg(long, value_parser = parse_property)]
-        config: Vec<(String, String)>,
+        add_config: Vec<(String, String)>,
     },
-    /// Partitions with leaders and offsets, and the topic's configuration.
+    /// Partitions with leaders and offsets, and the topic's configs with their sources.
     Describe { name: String },
+    /// Change a topic: set or remove configs (the others it sets stay), add partitions.
+    Alter {
+        name: String,
+        /// Config to set, e.g. --add-config cleanup.policy=compact (repeatable).
+        #[arg(long, value_parser = parse_property)]
+        add_config: Vec<(String, String)>,
+        /// Config to return to its default (repeatable).
+        #[arg(long)]
+        delete_config: Vec<String>,
+        /// Grow the topic to this many partitions (partitions are never removed).
+        #[arg(long)]
+        partitions: Option<usize>,
+    },
+    /// Delete the records below an offset: moves the partitions' log start (DeleteRecords).
+    DeleteRecords {
+        name: String,
+        /// Partition (repeatable) [default: every partition].
+        #[arg(long)]
+        partition: Vec<i32>,
+        /// New log start; -1 deletes every record up to the high watermark.
+        #[arg(long, allow_negative_numbers = true)]
+        offset: i64,
+    },
     /// Delete a topic and its data.
     Delete { name: String },
 }
@@ -116,9 +140,26 @@ pub async fn topics(args: TopicsArgs) -> anyhow::Result<ExitCode> {
             name,
             partitions,
             replication_factor,
-            config,
-        } => create_topic(conn, &name, partitions, replication_factor, &config).await?,
+            add_config,
+        } => create_topic(conn, &name, partitions, replication_factor, &add_config).await?,
         TopicsCmd::Describe { name } => describe_topic(conn, &name).await?,
+        TopicsCmd::Alter {
+            name,
+            add_config,
+            delete_config,
+            partitions,
+        } => {
+            let changes = (add_config.as_slice(), delete_config.as_slice());
+            crate::topics_alter::alter(&conn.admin()?, &name, changes, partitions).await?
+        }
+        TopicsCmd::DeleteRecords {
+            name,
+            partition,
+            offset,
+        } => {
+            let clients = (&conn.admin()?, &conn.consumer(None)?);
+            crate::topics_alter::delete_records(clients, &name, &partition, offset).await?
+        }
         TopicsCmd::Delete { name } => {
             for r in conn
                 .admin()?
@@ -209,7 +250,14 @@ async fn describe_topic(conn: &AdminConn, name: &str) -> anyhow::Result<()> {
     if let Some(Ok(res)) = configs.first() {
         println!("config:");
         for e in &res.entries {
-            println!("  {} = {}", e.name, e.value.as_deref().unwrap_or(""));
+            let source = match e.source {
+                rdkafka::admin::ConfigSource::DynamicTopic => "DYNAMIC_TOPIC_CONFIG",
+                rdkafka::admin::ConfigSource::StaticBroker => "STATIC_BROKER_CONFIG",
+                rdkafka::admin::ConfigSource::Default => "DEFAULT_CONFIG",
+                _ => "OTHER",
+            };
+            let value = e.value.as_deref().unwrap_or("");
+            println!("  {} = {value}  ({source})", e.name);
         }
     }
     Ok(())

@@ -8,6 +8,7 @@ mod consume_cmd;
 mod http;
 mod kafka_opts;
 mod produce_cmd;
+mod topics_alter;
 
 use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use tracing_subscriber::EnvFilter;

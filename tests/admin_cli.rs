@@ -28,7 +28,18 @@ fn topics_and_groups_commands_work_against_the_embedded_broker() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BinaryBroker::start(dir.path());
     let b = broker.addr.as_str();
-    let (ok, out, err) = finstream(b, &["topics", "create", "ledger", "--partitions", "3"]);
+    let (ok, out, err) = finstream(
+        b,
+        &[
+            "topics",
+            "create",
+            "ledger",
+            "--partitions",
+            "3",
+            "--add-config",
+            "segment.bytes=100000",
+        ],
+    );
     assert!(ok, "{err}");
     assert!(out.contains("created topic ledger (3 partitions)"));
     let (ok, _, err) = finstream(b, &["topics", "create", "ledger"]);
@@ -51,7 +62,85 @@ fn topics_and_groups_commands_work_against_the_embedded_broker() {
         .map(|l| l.split_whitespace().last().unwrap().parse::<i64>().unwrap())
         .sum();
     assert_eq!(messages, 30, "{out}");
-    assert!(out.contains("max.message.bytes = 1048576"), "{out}");
+    assert!(
+        out.contains("max.message.bytes = 1048576  (STATIC_BROKER_CONFIG)"),
+        "{out}"
+    );
+
+    // alter: configs set, one removed again, the others kept; partitions grow
+    let set = [
+        "--add-config",
+        "retention.ms=3600000",
+        "--add-config",
+        "delete.retention.ms=1000",
+    ];
+    let (ok, out, err) = finstream(b, &[&["topics", "alter", "ledger"][..], &set].concat());
+    assert!(ok && out.contains("retention.ms = 3600000"), "{out}{err}");
+    let args = [
+        "topics",
+        "alter",
+        "ledger",
+        "--delete-config",
+        "retention.ms",
+        "--partitions",
+        "4",
+    ];
+    let (ok, out, err) = finstream(b, &args);
+    assert!(ok && out.contains("now has 4 partitions"), "{out}{err}");
+    let (_, out, _) = finstream(b, &["topics", "describe", "ledger"]);
+    assert!(
+        out.contains("delete.retention.ms = 1000  (DYNAMIC_TOPIC_CONFIG)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("retention.ms = 604800000  (STATIC_BROKER_CONFIG)"),
+        "{out}"
+    );
+    assert!(out.contains("topic ledger: 4 partitions"), "{out}");
+    let (ok, out, err) = finstream(
+        b,
+        &[
+            "topics",
+            "alter",
+            "ledger",
+            "--add-config",
+            "retention.ms=soon",
+        ],
+    );
+    assert!(!ok && err.contains("retention.ms"), "{out}{err}");
+
+    // delete-records: partition 1 from its start to offset 2
+    let (ok, out, err) = finstream(
+        b,
+        &[
+            "topics",
+            "delete-records",
+            "ledger",
+            "--partition",
+            "1",
+            "--offset",
+            "2",
+        ],
+    );
+    assert!(ok, "{out}{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.split_whitespace().collect::<Vec<_>>() == ["1", "2"]),
+        "{out}"
+    );
+    let (ok, _, err) = finstream(
+        b,
+        &[
+            "topics",
+            "delete-records",
+            "ledger",
+            "--partition",
+            "9",
+            "--offset",
+            "2",
+        ],
+    );
+    assert!(!ok && err.contains("no partition 9"), "{err}");
 
     // A group with committed offsets: 10 of partition 0 consumed.
     let mut c = client_config(b);
