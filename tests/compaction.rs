@@ -321,3 +321,24 @@ async fn a_kill9_at_any_moment_of_compaction_loses_nothing() {
         model.len()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_compacted_topic_refuses_records_without_a_key() {
+    let broker = start_broker(None).await;
+    let bs = broker.bootstrap_servers();
+    create_compacted(&bs, "keyed", "100000").await;
+    let p = producer(&bs, &[("retries", "0")]);
+    let keyless = p
+        .send(FutureRecord::<(), _>::to("keyed").payload("no key"), WAIT)
+        .await;
+    let err = keyless.map_err(|(e, _)| e).expect_err("refused");
+    assert_eq!(
+        err.rdkafka_error_code(),
+        Some(rdkafka::types::RDKafkaErrorCode::InvalidRecord),
+        "{err}"
+    );
+    let keyed = p
+        .send(FutureRecord::to("keyed").key("k").payload("v"), WAIT)
+        .await;
+    assert!(keyed.is_ok(), "{keyed:?}");
+}

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
+mod compaction;
 mod load;
 mod txn;
 use rdkafka::config::ClientConfig;
@@ -89,6 +90,38 @@ enum Cmd {
         size: usize,
         #[arg(long, default_value_t = 1000)]
         txn_messages: u64,
+    },
+    /// Fill a topic with keyed records: BYTES in total, a DISTINCT share of distinct keys.
+    CompactFill {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 1_000_000_000)]
+        bytes: u64,
+        #[arg(long, default_value_t = 100)]
+        value_bytes: usize,
+        #[arg(long, default_value_t = 0.1)]
+        distinct: f64,
+        #[arg(long, default_value = "none")]
+        codec: String,
+        /// Record timestamps this far in the past (ms), for retention.
+        #[arg(long, default_value_t = 0)]
+        age_ms: i64,
+    },
+    /// RATE messages a second, one at a time (acks=all): send-to-acknowledgement latency.
+    Trickle {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long)]
+        topic: String,
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        /// Write `send_unix_ms latency_us` per message here.
+        #[arg(long)]
+        dump: Option<std::path::PathBuf>,
     },
     /// A trickle of messages; time from send to the row committed in PostgreSQL.
     Latency {
@@ -449,6 +482,29 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 kafka(&bootstrap, &topic, messages, size, &acks, idempotent)?
             );
+        }
+        Cmd::CompactFill {
+            bootstrap,
+            topic,
+            bytes,
+            value_bytes,
+            distinct,
+            codec,
+            age_ms,
+        } => {
+            let shape = (bytes, value_bytes, distinct);
+            let res = compaction::fill(&bootstrap, &topic, shape, (&codec, age_ms))?;
+            println!("{res}");
+        }
+        Cmd::Trickle {
+            bootstrap,
+            topic,
+            rate,
+            seconds,
+            dump,
+        } => {
+            let res = compaction::trickle(&bootstrap, &topic, (rate, seconds), dump.as_deref())?;
+            println!("{res}");
         }
         Cmd::Txn {
             bootstrap,

@@ -1,8 +1,9 @@
 //! The log cleaner's task: every `--log-cleaner-backoff-ms` (10 s by default, as
 //! Redpanda's housekeeping) each partition of a topic whose `cleanup.policy` has `compact`
 //! gets a pass if the planner finds it dirty enough ([`crate::cleaner`]); the segment
-//! store does the rewriting and the crash-safe swap. Passes run one at a time on a
-//! blocking thread, so the cleaner takes at most one core and one key map of memory.
+//! store does the rewriting and the crash-safe swap. Passes run one at a time on the
+//! `log-cleaner` thread, at a lower CPU priority (nice 10) than the request path, so the
+//! cleaner takes at most one core and one key map of memory, and yields to produce.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::storage::CompactJob;
 
 /// Largest inflated records section the cleaner reads; a batch past it is kept whole.
-const DECODE_LIMIT: usize = 128 * 1024 * 1024;
+pub(crate) const DECODE_LIMIT: usize = 128 * 1024 * 1024;
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -66,19 +67,43 @@ pub fn sweep(state: &crate::state::State) -> usize {
     cleaned
 }
 
-/// Runs [`sweep`] every `interval` on a blocking thread until shutdown.
+/// Lowers the calling thread's CPU priority to nice 10.
+#[allow(unsafe_code)] // setpriority(2) on this thread
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread's own id; no memory is passed.
+    let done = unsafe {
+        let tid = libc::gettid();
+        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
+    };
+    if done != 0 {
+        tracing::debug!(
+            "the log cleaner keeps its CPU priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// Runs [`sweep`] every `interval` on the `log-cleaner` thread until shutdown (a pass
+/// under way when the process exits is as safe as a kill -9: see the swap protocol).
 pub fn spawn(state: &Arc<crate::state::State>, interval: Duration) {
     let state = state.clone();
-    tokio::spawn(async move {
-        let mut shutdown = state.shutting_down.clone();
-        let mut tick = tokio::time::interval(interval);
-        loop {
-            tokio::select! {
-                _ = tick.tick() => {}
-                _ = shutdown.wait_for(|s| *s) => return,
+    let spawned = std::thread::Builder::new()
+        .name("log-cleaner".into())
+        .spawn(move || {
+            lower_priority();
+            let shutdown = state.shutting_down.clone();
+            loop {
+                let deadline = Instant::now() + interval;
+                while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                    std::thread::sleep(left.min(Duration::from_millis(100)));
+                }
+                sweep(&state);
             }
-            let s = state.clone();
-            let _ = tokio::task::spawn_blocking(move || sweep(&s)).await;
-        }
-    });
+        });
+    if let Err(e) = spawned {
+        tracing::error!("cannot start the log cleaner thread: {e}");
+    }
 }

@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 
@@ -21,6 +23,32 @@ fn partition_error(index: i32, code: ResponseError, msg: String) -> PartitionPro
         .with_log_append_time_ms(-1)
         .with_log_start_offset(-1)
         .with_error_message(Some(str_bytes(msg)))
+}
+
+/// A compacted topic refuses a batch holding a record without a key (KIP-467: the answer
+/// names the record), as Kafka does: compaction keeps records by key.
+fn keyless_record(
+    state: &State,
+    topic: &str,
+    index: i32,
+    records: &[u8],
+) -> Option<PartitionProduceResponse> {
+    state.topic_configs.compaction(topic)?;
+    let recs = crate::cleaner::records::decode(records, crate::compaction::DECODE_LIMIT).ok()?;
+    let at = recs.recs.iter().position(|r| r.key.is_none())?;
+    let msg = format!(
+        "Compacted topic cannot accept message without key in topic partition {topic}-{index}."
+    );
+    tracing::warn!(
+        topic,
+        partition = index,
+        record = at,
+        "rejected batch: a record without a key"
+    );
+    let error = BatchIndexAndErrorMessage::default()
+        .with_batch_index(at as i32)
+        .with_batch_index_error_message(Some(str_bytes(msg.clone())));
+    Some(partition_error(index, ResponseError::InvalidRecord, msg).with_record_errors(vec![error]))
 }
 
 pub fn handle(state: &Arc<State>, req: ProduceRequest, version: i16) -> Reply {
@@ -89,6 +117,9 @@ fn append(
             return partition_error(index, code, e.to_string());
         }
     };
+    if let Some(refused) = keyless_record(state, topic, index, &records) {
+        return refused;
+    }
     if let Err(why) = state.disk.check(records.len()) {
         return partition_error(index, ResponseError::KafkaStorageError, why);
     }

@@ -4,6 +4,9 @@ use super::*;
 use crate::storage::txn_index::AbortedTxn;
 use crate::storage::Log;
 
+/// Bytes of cleaned output written between two syncs.
+const SYNC_EVERY: u64 = 8 << 20;
+
 /// The aborted transactions of a pass: is the data batch of `pid` at `base` aborted?
 struct Aborted(HashMap<i64, Vec<AbortedTxn>>);
 
@@ -160,6 +163,9 @@ impl SegmentLog {
             since_index: 0,
         };
         let mut changed = group.len() > 1;
+        // Written back as it goes (a sync per 8 MiB), so the final fsync does not hold the
+        // disk, and the producers' fsyncs behind it, for a whole segment.
+        let mut unsynced = 0u64;
         for s in group {
             report.bytes_read += s.bytes;
             each_batch(s, |base, b| {
@@ -177,6 +183,13 @@ impl SegmentLog {
                     }
                 };
                 out.write_all(&kept).map_err(io_err(&tmp))?;
+                unsynced += kept.len() as u64;
+                if unsynced >= SYNC_EVERY {
+                    unsynced = 0;
+                    out.flush()
+                        .and_then(|()| out.get_ref().sync_data())
+                        .map_err(io_err(&tmp))?;
+                }
                 let max_ts = batch::info(&kept).map_or(-1, |i| i.max_timestamp);
                 seg.index_batch(base, seg.end, kept.len() as u64, max_ts);
                 Ok(true)
