@@ -6,20 +6,22 @@
 # second topic to a one-day retention: the cleaner's pass and retention's deletions run
 # under it. The cleaner's own log line gives its throughput and key map; /proc gives the
 # broker's peak memory before and after.
-#   bash bench/compaction.sh                 # 1 GB, 3 reps
+#   bash bench/compaction.sh                 # 1 GB, 3 reps, 64 MiB key map
+#   REPS=1 DEDUPE_MB=8 TAG=-8mb bash bench/compaction.sh   # a key map too small for one pass
 source "$(dirname "$0")/lib.sh"
 BYTES=${BYTES:-1000000000}
 OLD_BYTES=${OLD_BYTES:-300000000}
 CODEC=${CODEC:-none}
 RATE=${RATE:-500}
-OUT=$RESULTS/compaction.jsonl
+DEDUPE_MB=${DEDUPE_MB:-64}
+OUT=$RESULTS/compaction${TAG:-}.jsonl
 build
 : > "$OUT"
 work=$(mktemp -d)
 hwm() { awk '/VmHWM/ {print $2 * 1024}' "/proc/$1/status"; }
 start() {
   "$FINSTREAM" broker --listen "127.0.0.1:$port" --http off --data-dir "$work/data" \
-      --log-cleaner-backoff-ms 1000 --log-retention-check-interval-ms 1000 >>"$work/broker.log" 2>&1 &
+      --log-cleaner-backoff-ms 1000 --log-retention-check-interval-ms 1000 --log-cleaner-dedupe-buffer-mb "$DEDUPE_MB" >>"$work/broker.log" 2>&1 &
   pid=$!
   wait_port 127.0.0.1 "$port"
 }
@@ -72,6 +74,6 @@ print(json.dumps({"passes": len(passes), "first": first, "during_pass": {"messag
 PY
 )
   retention=$(grep -c "retention moved the log start.*topic=old\|topic=old.*retention moved" "$work/broker.log" || true)
-  echo "{\"rep\":$rep,\"machine\":$(machine_json),\"bytes\":$BYTES,\"fill\":$fill,\"idle\":$idle,\"busy\":$busy,\"cleaner\":$pass,\"retention_moves\":$retention,\"hwm_idle\":$hwm_idle,\"hwm_busy\":$hwm_busy}" | tee -a "$OUT"
+  echo "{\"rep\":$rep,\"machine\":$(machine_json),\"bytes\":$BYTES,\"dedupe_mb\":$DEDUPE_MB,\"fill\":$fill,\"idle\":$idle,\"busy\":$busy,\"cleaner\":$pass,\"retention_moves\":$retention,\"hwm_idle\":$hwm_idle,\"hwm_busy\":$hwm_busy}" | tee -a "$OUT"
 done
 rm -rf "$work"

@@ -50,13 +50,36 @@ fn python_confluent_kafka() {
 }
 
 /// confluent-kafka's AdminClient: list_offsets (once reported to time out),
-/// create_partitions, incremental_alter_configs and describe_configs.
+/// create_partitions, incremental_alter_configs and describe_configs, delete_records.
 #[test]
 fn python_confluent_kafka_admin() {
     let _one_at_a_time = serial();
     run_client_script(
         &root().join(".venv/bin/python"),
         &root().join("tests/compat/python/admin_confluent.py"),
+        4,
+    );
+}
+
+/// kafka-python's KafkaAdminClient: create_partitions, alter_configs and describe_configs,
+/// delete_records.
+#[test]
+fn python_kafka_python_admin() {
+    let _one_at_a_time = serial();
+    run_client_script(
+        &root().join(".venv/bin/python"),
+        &root().join("tests/compat/python/admin_kafka_python.py"),
+        3,
+    );
+}
+
+/// kafkajs' admin: createPartitions, alterConfigs and describeConfigs, deleteTopicRecords.
+#[test]
+fn kafkajs_admin() {
+    let _one_at_a_time = serial();
+    run_client_script(
+        &which("node").expect("node is installed"),
+        &root().join("tests/compat/node/admin_kafkajs.js"),
         3,
     );
 }

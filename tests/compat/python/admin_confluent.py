@@ -2,12 +2,13 @@
 
 Steps: list_offsets (latest, earliest, by timestamp, max timestamp, read_committed) completes
 and is right;
-create_partitions grows a topic; incremental_alter_configs sets, appends and is checked.
+create_partitions grows a topic; incremental_alter_configs sets, appends and is checked;
+delete_records moves the log start.
 """
 import sys
 import time
 
-from confluent_kafka import IsolationLevel, Producer, TopicPartition
+from confluent_kafka import Consumer, IsolationLevel, Producer, TopicPartition
 from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
                                   ConfigSource, NewPartitions, NewTopic, OffsetSpec)
 
@@ -68,3 +69,12 @@ try:
 except Exception as e:
     check("INVALID_CONFIG" in str(e) or "retention.ms" in str(e), f"unexpected error {e}")
 step(C, "incremental_alter_configs sets and appends, describe_configs shows the sources, bad values refused")
+
+for f in admin.delete_records([TopicPartition("adm", 0, 2)]).values():
+    low = f.result()
+check(low.low_watermark == 2, f"delete_records: low watermark {low.low_watermark}, want 2")
+c = Consumer({**base, "group.id": "adm-wm"})
+lo, hi = c.get_watermark_offsets(TopicPartition("adm", 0), timeout=10)
+c.close()
+check((lo, hi) == (2, 3), f"watermarks after delete_records: {(lo, hi)}")
+step(C, "delete_records moves the log start")
