@@ -284,3 +284,68 @@ fn authorized_operations_are_all_operations_when_asked() {
     );
     assert_eq!(cluster.cluster_authorized_operations.count_ones(), 7);
 }
+
+/// Fetch v13+ names topics by id (KIP-516): the id Metadata gave, stable across a restart;
+/// an unknown id gets UNKNOWN_TOPIC_ID.
+#[test]
+fn fetch_by_topic_id_from_v13() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    use kafka_protocol::messages::{
+        FetchRequest, FetchResponse, MetadataRequest, MetadataResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = BinaryBroker::start(dir.path());
+    let metadata = |addr: &str| -> uuid::Uuid {
+        let mut c = RawClient::connect(addr);
+        let md: MetadataResponse = c.call(
+            ApiKey::Metadata,
+            12,
+            &MetadataRequest::default()
+                .with_topics(Some(vec![MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str("byid"))))]))
+                .with_allow_auto_topic_creation(true),
+        );
+        md.topics[0].topic_id
+    };
+    let id = metadata(&broker.addr);
+    assert!(!id.is_nil());
+    let mut c = RawClient::connect(&broker.addr);
+    let (code, _) = raw_produce(&mut c, "byid", record_batch(&[b"one", b"two"], -1, -1, -1));
+    assert_eq!(code, 0);
+    let fetch = |c: &mut RawClient, version: i16, topic_id: uuid::Uuid| -> FetchResponse {
+        let req = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(1 << 20)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic_id(topic_id)
+                .with_partitions(vec![FetchPartition::default()
+                    .with_partition(0)
+                    .with_fetch_offset(0)
+                    .with_partition_max_bytes(1 << 20)])]);
+        c.call(ApiKey::Fetch, version, &req)
+    };
+    for version in [13, 16] {
+        let r = fetch(&mut c, version, id);
+        let t = &r.responses[0];
+        assert_eq!(t.topic_id, id, "v{version}");
+        let p = &t.partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (0, 2), "v{version}");
+        assert!(
+            p.records.as_ref().is_some_and(|b| !b.is_empty()),
+            "v{version}"
+        );
+    }
+    let unknown = fetch(&mut c, 13, uuid::Uuid::from_u128(7));
+    assert_eq!(
+        unknown.responses[0].partitions[0].error_code, 100,
+        "UNKNOWN_TOPIC_ID"
+    );
+    drop(c);
+    broker.kill9();
+    let broker = BinaryBroker::start(dir.path());
+    assert_eq!(metadata(&broker.addr), id, "the same id after a restart");
+    let r = fetch(&mut RawClient::connect(&broker.addr), 13, id);
+    assert_eq!(r.responses[0].partitions[0].high_watermark, 2);
+}

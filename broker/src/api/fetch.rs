@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::fetch_request::FetchTopic;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
@@ -14,7 +15,7 @@ use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId
 use kafka_protocol::ResponseError;
 use tokio::time::Instant;
 
-use crate::state::{Partition, State};
+use crate::state::{Partition, State, Topic};
 
 /// `isolation_level` of a read_committed consumer.
 pub(crate) const READ_COMMITTED: i8 = 1;
@@ -68,7 +69,16 @@ fn aborted(partition: &Partition, from: i64, end: i64) -> Vec<AbortedTransaction
         .collect()
 }
 
-fn build(state: &State, req: &FetchRequest) -> (FetchResponse, usize, bool) {
+/// The topic a fetch names: by id from v13 (KIP-516), by name before.
+fn fetched_topic(state: &State, ft: &FetchTopic, version: i16) -> Option<Arc<Topic>> {
+    if version >= 13 {
+        state.topic_by_id(ft.topic_id)
+    } else {
+        state.topic(&ft.topic)
+    }
+}
+
+fn build(state: &State, req: &FetchRequest, version: i16) -> (FetchResponse, usize, bool) {
     let read_committed = req.isolation_level == READ_COMMITTED;
     let mut remaining = if req.max_bytes > 0 {
         req.max_bytes as usize
@@ -79,15 +89,17 @@ fn build(state: &State, req: &FetchRequest) -> (FetchResponse, usize, bool) {
     let mut any_error = false;
     let mut topics = Vec::with_capacity(req.topics.len());
     for ft in &req.topics {
-        let topic = state.topic(&ft.topic);
+        let topic = fetched_topic(state, ft, version);
+        let unknown = if version >= 13 && topic.is_none() {
+            ResponseError::UnknownTopicId
+        } else {
+            ResponseError::UnknownTopicOrPartition
+        };
         let mut partitions = Vec::with_capacity(ft.partitions.len());
         for fp in &ft.partitions {
             let Some(partition) = topic.as_ref().and_then(|t| t.partition(fp.partition)) else {
                 any_error = true;
-                partitions.push(partition_error(
-                    fp.partition,
-                    ResponseError::UnknownTopicOrPartition,
-                ));
+                partitions.push(partition_error(fp.partition, unknown));
                 continue;
             };
             let hw = partition.high_watermark();
@@ -135,7 +147,7 @@ fn build(state: &State, req: &FetchRequest) -> (FetchResponse, usize, bool) {
         topics.push(
             FetchableTopicResponse::default()
                 .with_topic(ft.topic.clone())
-                .with_topic_id(ft.topic_id)
+                .with_topic_id(topic.as_ref().map_or(ft.topic_id, |t| t.id))
                 .with_partitions(partitions),
         );
     }
@@ -146,7 +158,7 @@ fn build(state: &State, req: &FetchRequest) -> (FetchResponse, usize, bool) {
     )
 }
 
-pub async fn handle(state: Arc<State>, req: FetchRequest, _version: i16) -> ResponseKind {
+pub async fn handle(state: Arc<State>, req: FetchRequest, version: i16) -> ResponseKind {
     let wait = Duration::from_millis(req.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + wait;
     let min_bytes = req.min_bytes.max(0) as usize;
@@ -156,7 +168,7 @@ pub async fn handle(state: Arc<State>, req: FetchRequest, _version: i16) -> Resp
         // Mark the current version seen *before* reading, so a flush that lands while we
         // build the response wakes the wait below.
         hw_changed.borrow_and_update();
-        let (response, bytes, any_error) = build(&state, &req);
+        let (response, bytes, any_error) = build(&state, &req, version);
         if bytes >= min_bytes.max(1)
             || any_error
             || Instant::now() >= deadline
