@@ -13,12 +13,6 @@ use crate::storage::CompactJob;
 /// Largest inflated records section the cleaner reads; a batch past it is kept whole.
 pub(crate) const DECODE_LIMIT: usize = 128 * 1024 * 1024;
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// One pass over every compacted partition; returns how many were cleaned.
 pub fn sweep(state: &crate::state::State) -> usize {
     let mut cleaned = 0;
@@ -29,7 +23,7 @@ pub fn sweep(state: &crate::state::State) -> usize {
         for p in &topic.partitions {
             let job = CompactJob {
                 policy,
-                now_ms: now_ms(),
+                now_ms: crate::clock::now_ms(),
                 high_watermark: p.high_watermark(),
                 map_budget: state.config.log_cleaner_dedupe_buffer_bytes,
                 decode_limit: DECODE_LIMIT,

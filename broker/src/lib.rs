@@ -19,6 +19,7 @@ pub mod api;
 pub mod batch;
 pub(crate) mod budget;
 pub(crate) mod cleaner;
+pub(crate) mod clock;
 pub(crate) mod compaction;
 pub mod config;
 pub(crate) mod connection;

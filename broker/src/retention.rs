@@ -44,12 +44,6 @@ pub fn plan(segments: &[SegmentInfo], now_ms: i64, limits: Limits) -> Option<i64
     start
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// One pass over every partition (with its topic's limits, else `limits`); returns how
 /// many log starts moved.
 pub fn sweep(state: &crate::state::State, limits: Limits) -> usize {
@@ -61,7 +55,7 @@ pub fn sweep(state: &crate::state::State, limits: Limits) -> usize {
         for p in &topic.partitions {
             // Never past what consumers may read (the high watermark).
             let limits = state.topic_configs.retention(&topic.name, limits);
-            let Some(start) = plan(&p.log.segments(), now_ms(), limits)
+            let Some(start) = plan(&p.log.segments(), crate::clock::now_ms(), limits)
                 .map(|s| s.min(p.high_watermark()))
                 .filter(|&s| s > p.log.log_start_offset())
             else {
@@ -108,12 +102,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn seg(base: i64, next: i64, bytes: u64, ts: i64) -> SegmentInfo {
-        SegmentInfo {
-            base,
-            next,
-            bytes,
-            max_timestamp: ts,
-        }
+        SegmentInfo::of(base, next, bytes, ts)
     }
 
     #[test]

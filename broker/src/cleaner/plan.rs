@@ -77,12 +77,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn seg(base: i64, next: i64, bytes: u64, ts: i64) -> SegmentInfo {
-        SegmentInfo {
-            base,
-            next,
-            bytes,
-            max_timestamp: ts,
-        }
+        SegmentInfo::of(base, next, bytes, ts)
     }
 
     const POLICY: Policy = Policy {

@@ -174,6 +174,19 @@ pub struct SegmentInfo {
     pub max_timestamp: i64,
 }
 
+#[cfg(test)]
+impl SegmentInfo {
+    /// A segment for planner tests.
+    pub(crate) fn of(base: i64, next: i64, bytes: u64, max_timestamp: i64) -> Self {
+        SegmentInfo {
+            base,
+            next,
+            bytes,
+            max_timestamp,
+        }
+    }
+}
+
 /// The set of logs plus broker metadata, persisted together.
 pub trait Store: Send + Sync {
     /// The cluster id, generated once and kept for the life of the data directory.

@@ -24,9 +24,7 @@ fn key(id: &str) -> Vec<u8> {
 
 /// The milliseconds since the Unix epoch (transaction start times survive restarts).
 pub fn wall_clock() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as Millis)
+    crate::clock::now_ms().max(0) as Millis
 }
 
 /// The coordinator and its store.

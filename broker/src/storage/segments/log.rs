@@ -140,7 +140,7 @@ impl SegmentLog {
         let active_since = segments
             .last()
             .and_then(|s| s.index.first())
-            .map_or_else(super::now_ms, |e| e.max_ts);
+            .map_or_else(crate::clock::now_ms, |e| e.max_ts);
         drop_below(&dir, &mut segments, start_offset)?;
         let cleaning = super::compact::Checkpoint::read(&dir, start_offset)?;
         Ok(SegmentLog {
@@ -204,7 +204,7 @@ impl SegmentLog {
     /// Whether the active segment must close before a batch takes it to `size` bytes.
     fn full(&self, size: u64) -> bool {
         size > self.segment_bytes.load(Ordering::Acquire)
-            || super::now_ms().saturating_sub(self.active_since.load(Ordering::Acquire))
+            || crate::clock::now_ms().saturating_sub(self.active_since.load(Ordering::Acquire))
                 >= self.segment_ms.load(Ordering::Acquire)
     }
 
@@ -299,7 +299,8 @@ impl Log for SegmentLog {
             pos
         };
         if pos == 0 {
-            self.active_since.store(super::now_ms(), Ordering::Release);
+            self.active_since
+                .store(crate::clock::now_ms(), Ordering::Release);
         }
         // The stored batch differs from the received one only in its first 16 bytes (as
         // in [`batch::with_base_offset`]: base offset, and partition leader epoch 0). A

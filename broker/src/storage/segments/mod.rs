@@ -62,13 +62,6 @@ pub(super) fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> StorageError
     }
 }
 
-/// Wall-clock milliseconds since the epoch.
-pub(super) fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 pub(super) fn segment_name(base: i64) -> String {
     format!("{base:020}{SUFFIX}")
 }
