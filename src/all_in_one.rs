@@ -19,8 +19,10 @@ use finstream_consumer::cluster::PrivateCluster;
 #[derive(Args, Debug, Clone)]
 pub struct AllInOneArgs {
     /// CSV file of transactions.
-    #[arg(long, alias = "csv_name", default_value = "data/sample.csv")]
-    pub csv: PathBuf,
+    /// [default: data/sample.csv if it exists, else a generated sample of 1,000 rows,
+    /// written to the data directory]
+    #[arg(long, alias = "csv_name")]
+    pub csv: Option<PathBuf>,
     /// PostgreSQL URL [default: the local server on 127.0.0.1:5432 (PG* variables apply)
     /// if it answers, else a private cluster under the data dir if PostgreSQL is installed].
     #[arg(long, env = "DATABASE_URL")]
@@ -28,9 +30,10 @@ pub struct AllInOneArgs {
     /// Directory for the broker's log (and a private PostgreSQL cluster, if one is needed).
     #[arg(long, env = "FINSTREAM_DATA_DIR", default_value = "./finstream-data")]
     pub data_dir: PathBuf,
-    /// Fitted amount scaler.
-    #[arg(long, default_value = "data/scaler.json")]
-    pub scaler: PathBuf,
+    /// Fitted amount scaler [default: data/scaler.json if it exists, else the reference
+    /// scaler built into the binary].
+    #[arg(long, env = "FINSTREAM_SCALER")]
+    pub scaler: Option<PathBuf>,
     /// Topic.
     #[arg(long, default_value = "financial_transactions")]
     pub topic: String,
@@ -96,10 +99,38 @@ async fn database(
     Ok((cfg, Some(cluster)))
 }
 
+/// Rows of the sample generated when there is no CSV to load.
+const GENERATED_ROWS: u64 = 1_000;
+
+/// The CSV to load: `--csv`, else `data/sample.csv`, else a generated sample written to
+/// the data directory (and the log says so).
+fn input_csv(args: &AllInOneArgs) -> anyhow::Result<PathBuf> {
+    if let Some(csv) = &args.csv {
+        return Ok(csv.clone());
+    }
+    let shipped = PathBuf::from("data/sample.csv");
+    if shipped.is_file() {
+        return Ok(shipped);
+    }
+    let path = args.data_dir.join("generated-sample.csv");
+    let f = std::fs::File::create(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    finstream_producer::generate::write_csv(std::io::BufWriter::new(f), GENERATED_ROWS, 42)?;
+    tracing::info!(
+        csv = %path.display(),
+        rows = GENERATED_ROWS,
+        "no --csv and no data/sample.csv: loading a generated sample"
+    );
+    Ok(path)
+}
+
 pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let scaler = match Scaler::load(&args.scaler) {
-        Ok(s) => s,
+    let scaler = match Scaler::resolve(args.scaler.as_deref()) {
+        Ok((s, which)) => {
+            tracing::info!(scaler = %which, "amount scaler");
+            s
+        }
         Err(e) => {
             eprintln!("error: {e}");
             return Ok(ExitCode::from(produce_cmd::EXIT_INPUT));
@@ -107,6 +138,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("cannot create data directory {}", args.data_dir.display()))?;
+    let csv = input_csv(&args)?;
     let (pg, cluster) = database(&args).await?;
     let broker = start_broker(&args).await?;
     let bootstrap = broker.bootstrap_servers();
@@ -116,7 +148,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     ccfg.table = args.table.clone();
     ccfg.batch_size = args.batch_size.max(1);
     ccfg.synchronous_commit = args.synchronous_commit;
-    let pcfg = ProduceConfig::new(&bootstrap, &args.topic, &args.csv, scaler);
+    let pcfg = ProduceConfig::new(&bootstrap, &args.topic, &csv, scaler);
     let observed = crate::http::Observed {
         broker: Some(broker.view()),
         consumer: Some(ccfg.stats.clone()),
@@ -145,7 +177,7 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
     } else if args.serve {
         println!(
             "all-in-one: loaded {}; serving on {bootstrap} (topic {}), Ctrl-C to stop",
-            args.csv.display(),
+            csv.display(),
             args.topic
         );
     } else {

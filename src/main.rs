@@ -55,6 +55,34 @@ enum Command {
     Topics(admin_cmd::TopicsArgs),
     /// List and describe consumer groups: members, committed offsets, lag.
     Groups(admin_cmd::GroupsArgs),
+    /// Print a shell completion script: `finstream completions bash > /etc/bash_completion.d/finstream`.
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff), or write one per command into --out-dir.
+    Man {
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<std::path::PathBuf>,
+    },
+}
+
+/// `finstream completions` and `finstream man`: generated from the command line itself.
+fn documentation(command: &Command) -> anyhow::Result<std::process::ExitCode> {
+    use clap::CommandFactory;
+    let mut cli = Cli::command();
+    match command {
+        Command::Completions { shell } => {
+            clap_complete::generate(*shell, &mut cli, "finstream", &mut std::io::stdout());
+        }
+        Command::Man { out_dir: Some(dir) } => {
+            std::fs::create_dir_all(dir)?;
+            clap_mangen::generate_to(cli, dir)?;
+            println!("man pages written to {}", dir.display());
+        }
+        Command::Man { out_dir: None } => {
+            clap_mangen::Man::new(cli).render(&mut std::io::stdout())?;
+        }
+        _ => {}
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn init_logging(format: LogFormat) {
@@ -136,6 +164,7 @@ fn main() -> std::process::ExitCode {
             Command::AllInOne(args) => all_in_one::run(args).await,
             Command::Topics(args) => admin_cmd::topics(args).await,
             Command::Groups(args) => admin_cmd::groups(args).await,
+            c @ (Command::Completions { .. } | Command::Man { .. }) => documentation(&c),
         }
     });
     match result {

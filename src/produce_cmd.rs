@@ -26,9 +26,10 @@ pub struct ProduceArgs {
     /// CSV file with `Description` and `Amount` columns (other columns are ignored).
     #[arg(long, alias = "csv_name", default_value = "data/sample.csv")]
     pub csv: PathBuf,
-    /// Fitted min-max scaler for the amounts.
-    #[arg(long, env = "FINSTREAM_SCALER", default_value = "data/scaler.json")]
-    pub scaler: PathBuf,
+    /// Fitted min-max scaler for the amounts [default: data/scaler.json if it exists,
+    /// else the reference scaler built into the binary].
+    #[arg(long, env = "FINSTREAM_SCALER")]
+    pub scaler: Option<PathBuf>,
     /// Topic for bad rows [default: <topic>.dlq].
     #[arg(long)]
     pub dlq_topic: Option<String>,
@@ -64,7 +65,8 @@ pub struct ProduceArgs {
 
 impl ProduceArgs {
     pub fn to_config(&self) -> anyhow::Result<ProduceConfig> {
-        let scaler = Scaler::load(&self.scaler)?;
+        let (scaler, which) = Scaler::resolve(self.scaler.as_deref())?;
+        tracing::info!(scaler = %which, "amount scaler");
         let mut cfg = ProduceConfig::new(
             &self.kafka.bootstrap_servers,
             &self.kafka.topic,

@@ -60,6 +60,11 @@ fn unit_range() -> [f64; 2] {
     [0.0, 1.0]
 }
 
+/// `data/scaler.json` as shipped: the reference fit, compiled in.
+const REFERENCE_JSON: &str = include_str!("../../data/scaler.json");
+/// Where a scaler is looked for when none is named.
+const DEFAULT_PATH: &str = "data/scaler.json";
+
 impl Scaler {
     /// Scales one amount.
     #[inline]
@@ -101,7 +106,31 @@ impl Scaler {
             path: p.clone(),
             source,
         })?;
-        let s: Scaler = serde_json::from_str(&text).map_err(|e| ScalerError::Invalid {
+        Self::parse(&text, p)
+    }
+
+    /// The reference scaler the original tool was fitted with (`data/scaler.json`, built
+    /// into the binary).
+    pub fn reference() -> Result<Scaler, ScalerError> {
+        Self::parse(REFERENCE_JSON, "the built-in reference scaler".into())
+    }
+
+    /// The scaler to use: `explicit` if given, else `data/scaler.json` if it exists, else
+    /// the built-in reference one; with a description of which it is.
+    pub fn resolve(explicit: Option<&Path>) -> Result<(Scaler, String), ScalerError> {
+        let local = Path::new(DEFAULT_PATH);
+        match explicit {
+            Some(path) => Ok((Self::load(path)?, path.display().to_string())),
+            None if local.is_file() => Ok((Self::load(local)?, DEFAULT_PATH.to_string())),
+            None => Ok((
+                Self::reference()?,
+                "the built-in reference scaler".to_string(),
+            )),
+        }
+    }
+
+    fn parse(text: &str, p: String) -> Result<Scaler, ScalerError> {
+        let s: Scaler = serde_json::from_str(text).map_err(|e| ScalerError::Invalid {
             path: p.clone(),
             detail: e.to_string(),
         })?;
@@ -133,6 +162,16 @@ mod tests {
 
     fn reference() -> Scaler {
         serde_json::from_str(include_str!("../../tests/data/parity/scaler.json")).unwrap()
+    }
+
+    #[test]
+    fn the_built_in_scaler_is_the_reference_one() {
+        let built_in = Scaler::reference().unwrap();
+        let r = reference();
+        assert_eq!(built_in.scale.to_bits(), r.scale.to_bits());
+        assert_eq!(built_in.min.to_bits(), r.min.to_bits());
+        let named = Scaler::resolve(Some(Path::new("no/such/scaler.json")));
+        assert!(named.is_err(), "a named scaler that is missing is an error");
     }
 
     #[test]
