@@ -40,6 +40,7 @@ pub mod sasl;
 pub mod server;
 pub(crate) mod state;
 pub(crate) mod storage;
+pub mod testing;
 pub(crate) mod tls;
 pub(crate) mod topic_config;
 pub(crate) mod topic_config_store;

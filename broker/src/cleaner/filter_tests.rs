@@ -25,18 +25,11 @@ fn records_of(log: &MemLog, aborted: &HashSet<i64>) -> Vec<Seen> {
         let recs = records::decode(b, 1 << 20).unwrap();
         for r in &recs.recs {
             let key = recs.key(r).map(<[u8]>::to_vec);
-            let value = value_of(&recs, r);
+            let value = recs.value(r).map(<[u8]>::to_vec);
             out.push((base + r.offset_delta, key, value));
         }
     }
     out
-}
-
-fn value_of(recs: &Records, r: &records::Rec) -> Option<Vec<u8>> {
-    // the value follows the key: re-read it from the record's bytes
-    let mut rest: &[u8] = &recs.data[r.key.clone().map_or(0, |k| k.end)..];
-    let len = batch::read_varint(&mut rest).unwrap();
-    (len >= 0).then(|| rest[..len as usize].to_vec())
 }
 
 /// Last value per key, as a reader of the whole log ends up with (tombstone: absent).

@@ -37,6 +37,8 @@ pub struct Rec {
     pub key: Option<Range<usize>>,
     /// A null value: a tombstone.
     pub tombstone: bool,
+    /// Its value, if not null.
+    value: Option<Range<usize>>,
     attributes: u8,
     /// The record from its offset delta to its end.
     tail: Range<usize>,
@@ -54,6 +56,11 @@ impl Records {
     /// The key bytes of `r`.
     pub fn key(&self, r: &Rec) -> Option<&[u8]> {
         r.key.clone().map(|k| &self.data[k])
+    }
+
+    /// The value bytes of `r` (`None`: a tombstone).
+    pub fn value(&self, r: &Rec) -> Option<&[u8]> {
+        r.value.clone().map(|v| &self.data[v])
     }
 }
 
@@ -84,11 +91,20 @@ fn parse_record(data: &[u8], at: usize, len: usize) -> Result<Rec, RecordsError>
         Some(k..k + n)
     };
     let value_len = varint(&mut rest, "value length")?;
+    let value = match usize::try_from(value_len) {
+        Ok(n) if n <= rest.len() => {
+            let v = at + len - rest.len();
+            Some(v..v + n)
+        }
+        Ok(_) => return Err(RecordsError::Malformed("value runs past the record")),
+        Err(_) => None,
+    };
     Ok(Rec {
         offset_delta,
         timestamp_delta,
         key,
         tombstone: value_len < 0,
+        value,
         attributes,
         tail: tail_at..at + len,
     })

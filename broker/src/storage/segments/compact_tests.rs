@@ -55,11 +55,7 @@ fn read_all(log: &dyn Log, from: i64) -> BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>
             let recs = records::decode(b, 1 << 20).unwrap();
             for r in &recs.recs {
                 let key = recs.key(r).unwrap().to_vec();
-                let v = (!r.tombstone).then(|| {
-                    let mut rest: &[u8] = &recs.data[r.key.clone().unwrap().end..];
-                    let len = batch::read_varint(&mut rest).unwrap() as usize;
-                    rest[..len].to_vec()
-                });
+                let v = recs.value(r).map(<[u8]>::to_vec);
                 out.insert(base + r.offset_delta, (key, v));
             }
             last = base + i64::from(info.last_offset_delta);
