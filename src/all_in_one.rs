@@ -63,7 +63,7 @@ pub struct AllInOneArgs {
 /// Finds a PostgreSQL to use, starting a private cluster as a last resort.
 async fn database(
     args: &AllInOneArgs,
-) -> anyhow::Result<(tokio_postgres::Config, Option<PrivateCluster>)> {
+) -> anyhow::Result<(finstream_consumer::PgTarget, Option<PrivateCluster>)> {
     if let Some(url) = args.database_url.as_deref().filter(|u| !u.is_empty()) {
         return Ok((
             finstream_consumer::pg_config(Some(url)).map_err(anyhow::Error::msg)?,

@@ -168,6 +168,55 @@ impl PrivateCluster {
         run(&mut c, &format!("pg_ctl {action}")).map(|_| ())
     }
 
+    /// Turns TLS on (a restart): `cert` and `key` (PEM) become the server's, and client
+    /// certificates signed by `ca`, if given, are accepted.
+    pub fn enable_ssl(
+        &self,
+        cert: &Path,
+        key: &Path,
+        ca: Option<&Path>,
+    ) -> Result<(), ClusterError> {
+        use std::os::unix::fs::PermissionsExt;
+        let mut conf =
+            String::from("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        let mut files = vec![(cert, "server.crt"), (key, "server.key")];
+        if let Some(ca) = ca {
+            files.push((ca, "root.crt"));
+            conf.push_str("ssl_ca_file = 'root.crt'\n");
+        }
+        for (from, name) in files {
+            let to = self.dir.join(name);
+            std::fs::copy(from, &to).map_err(io_err(&to))?;
+            std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+                .map_err(io_err(&to))?;
+        }
+        self.append_config("postgresql.conf", &conf, false)?;
+        self.ctl("restart", "fast")
+    }
+
+    /// Puts `line` first in `pg_hba.conf` (the first matching line decides) and reloads.
+    pub fn prepend_hba(&self, line: &str) -> Result<(), ClusterError> {
+        self.append_config("pg_hba.conf", &format!("{line}\n"), true)?;
+        self.ctl("reload", "fast")
+    }
+
+    fn append_config(&self, name: &str, text: &str, first: bool) -> Result<(), ClusterError> {
+        let path = self.dir.join(name);
+        let old = std::fs::read_to_string(&path).map_err(io_err(&path))?;
+        let new = if first {
+            format!("{text}{old}")
+        } else {
+            format!("{old}{text}")
+        };
+        std::fs::write(&path, new).map_err(io_err(&path))?;
+        if self.as_postgres {
+            let mut chown = Command::new("chown");
+            chown.args(["-R", "postgres:postgres"]).arg(&self.dir);
+            run(&mut chown, "chown")?;
+        }
+        Ok(())
+    }
+
     /// `postgres://postgres@127.0.0.1:PORT/postgres`.
     pub fn url(&self) -> String {
         format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)

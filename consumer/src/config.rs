@@ -21,7 +21,7 @@ pub struct ConsumeConfig {
     /// Consumer group.
     pub group: String,
     /// PostgreSQL connection settings.
-    pub pg: tokio_postgres::Config,
+    pub pg: crate::db::PgTarget,
     /// Target table (`NAME` or `SCHEMA.NAME`).
     pub table: String,
     /// A batch closes at this many messages...
@@ -50,12 +50,7 @@ pub struct ConsumeConfig {
 
 impl ConsumeConfig {
     /// Defaults for everything but the essentials.
-    pub fn new(
-        bootstrap_servers: &str,
-        topic: &str,
-        group: &str,
-        pg: tokio_postgres::Config,
-    ) -> Self {
+    pub fn new(bootstrap_servers: &str, topic: &str, group: &str, pg: crate::db::PgTarget) -> Self {
         ConsumeConfig {
             bootstrap_servers: bootstrap_servers.to_string(),
             topic: topic.to_string(),

@@ -40,6 +40,47 @@ pub enum DbError {
     /// The consumer lost track of its connection (a bug, reported rather than panicking).
     #[error("internal error: {0}")]
     Internal(&'static str),
+    /// TLS to PostgreSQL cannot work as configured: a bad setting or file, or a server
+    /// certificate that fails the check `sslmode` asks for.
+    #[error("PostgreSQL TLS ({host}): {detail}")]
+    Tls {
+        /// The host connected to.
+        host: String,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// Where PostgreSQL is: the connection settings, and the TLS ones ([`crate::pgtls`]).
+#[derive(Debug, Clone)]
+pub struct PgTarget {
+    /// Host, port, user, database... (tokio-postgres's settings).
+    pub config: Config,
+    /// `sslmode` and the certificates.
+    pub tls: crate::pgtls::TlsOptions,
+}
+
+impl std::ops::Deref for PgTarget {
+    type Target = Config;
+    fn deref(&self) -> &Config {
+        &self.config
+    }
+}
+
+impl std::ops::DerefMut for PgTarget {
+    fn deref_mut(&mut self) -> &mut Config {
+        &mut self.config
+    }
+}
+
+impl PgTarget {
+    fn host(&self) -> String {
+        match self.config.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(tokio_postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        }
+    }
 }
 
 impl From<tokio_postgres::Error> for DbError {
@@ -130,25 +171,103 @@ impl std::fmt::Display for TableName {
     }
 }
 
-/// Connects and drives the connection on its own task (as rust-postgres intends).
-pub async fn connect(config: &Config) -> Result<Client, DbError> {
-    let (client, connection) = config.connect(NoTls).await.map_err(DbError::Unavailable)?;
-    tokio::spawn(async move {
-        if let Err(e) = connection.await {
-            tracing::warn!("PostgreSQL connection ended: {e}");
+/// Connects (with TLS as `sslmode` says) and drives the connection on its own task (as
+/// rust-postgres intends). A certificate that fails its check is a [`DbError::Tls`], not
+/// worth retrying.
+pub async fn connect(target: &PgTarget) -> Result<Client, DbError> {
+    let tls_error = |detail: String| DbError::Tls {
+        host: target.host(),
+        detail,
+    };
+    let client = match crate::pgtls::client_config(&target.tls).map_err(tls_error)? {
+        None => {
+            let (client, connection) = target
+                .config
+                .connect(NoTls)
+                .await
+                .map_err(DbError::Unavailable)?;
+            tokio::spawn(drive(connection));
+            client
         }
-    });
+        Some(tls) => {
+            let connector = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
+            let (client, connection) = target.config.connect(connector).await.map_err(|e| {
+                if is_tls_failure(&e) {
+                    tls_error(with_causes(&e))
+                } else {
+                    DbError::Unavailable(e)
+                }
+            })?;
+            tokio::spawn(drive(connection));
+            client
+        }
+    };
     Ok(client)
+}
+
+async fn drive<C: std::future::Future<Output = Result<(), tokio_postgres::Error>>>(connection: C) {
+    if let Err(e) = connection.await {
+        tracing::warn!("PostgreSQL connection ended: {e}");
+    }
+}
+
+/// An error and its causes, `a: b: c` (rustls says what was wrong with the certificate).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    text
+}
+
+/// Whether a connection failed in the TLS handshake on a certificate (not a network
+/// problem): rustls says so in the error chain.
+fn is_tls_failure(e: &tokio_postgres::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);
+    while let Some(s) = source {
+        if let Some(r) = s.downcast_ref::<rustls::Error>() {
+            return matches!(
+                r,
+                rustls::Error::InvalidCertificate(_)
+                    | rustls::Error::NoCertificatesPresented
+                    | rustls::Error::AlertReceived(_)
+            );
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|i| i.downcast_ref::<rustls::Error>().is_some())
+            {
+                return true;
+            }
+        }
+        source = s.source();
+    }
+    e.to_string().contains("server does not support TLS")
 }
 
 /// Resolves the PostgreSQL settings: a URL (flag or `DATABASE_URL`) if given, otherwise the
 /// libpq `PG*` variables with libpq's defaults (but TCP to 127.0.0.1 rather than a socket).
-pub fn pg_config(url: Option<&str>) -> Result<tokio_postgres::Config, String> {
-    if let Some(url) = url.filter(|u| !u.is_empty()) {
-        return url
-            .parse()
-            .map_err(|e| format!("invalid database URL: {e}"));
-    }
+pub fn pg_config(url: Option<&str>) -> Result<PgTarget, String> {
+    let (rest, tls) = crate::pgtls::split(url.unwrap_or(""))?;
+    let mut config = if url.is_some_and(|u| !u.is_empty()) {
+        rest.parse::<Config>()
+            .map_err(|e| format!("invalid database URL: {e}"))?
+    } else {
+        env_config()?
+    };
+    config.ssl_mode(match tls.mode {
+        crate::pgtls::SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        crate::pgtls::SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        _ => tokio_postgres::config::SslMode::Require,
+    });
+    Ok(PgTarget { config, tls })
+}
+
+/// libpq's `PG*` variables with libpq's defaults.
+fn env_config() -> Result<Config, String> {
     let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
     let mut c = tokio_postgres::Config::new();
     c.host(env("PGHOST").unwrap_or_else(|| "127.0.0.1".into()));
@@ -171,7 +290,7 @@ pub fn pg_config(url: Option<&str>) -> Result<tokio_postgres::Config, String> {
 /// Connects with `synchronous_commit` as asked, retrying with capped exponential backoff
 /// while PostgreSQL is unavailable (or until shutdown, then `None`).
 pub async fn connect_with_retry(
-    config: &Config,
+    config: &PgTarget,
     synchronous_commit: bool,
     max_backoff: Duration,
     shutdown: &mut watch::Receiver<bool>,

@@ -25,6 +25,7 @@ pub mod gap;
 mod kafka;
 pub mod message;
 pub mod pgerror;
+pub mod pgtls;
 mod positions;
 pub mod run;
 pub mod sink;
@@ -33,7 +34,7 @@ pub mod topic_id;
 pub mod tracker;
 
 pub use config::{ConsumeConfig, ConsumeError, Summary, Targets};
-pub use db::pg_config;
+pub use db::{pg_config, PgTarget};
 pub use gap::OnGap;
 pub use run::run;
 pub use stats::Stats;
