@@ -349,3 +349,76 @@ fn fetch_by_topic_id_from_v13() {
     let r = fetch(&mut RawClient::connect(&broker.addr), 13, id);
     assert_eq!(r.responses[0].partitions[0].high_watermark, 2);
 }
+
+/// A fetch never goes past its `max_bytes` but for the response's first batch (KIP-74): a
+/// second partition whose batch does not fit what is left sends nothing (librdkafka's
+/// 0082 refused 1.8 MB answers to a 1 MB fetch).
+#[test]
+fn fetch_max_bytes_caps_every_partition_but_the_first_batch() {
+    use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
+    use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BinaryBroker::start_with(
+        dir.path(),
+        &[
+            "--default-partitions",
+            "2",
+            "--max-message-bytes",
+            "2000000",
+        ],
+    );
+    let mut c = RawClient::connect(&broker.addr);
+    let big = vec![b'x'; 600_000];
+    for p in 0..2 {
+        let req = kafka_protocol::messages::ProduceRequest::default()
+            .with_acks(-1)
+            .with_timeout_ms(10_000)
+            .with_topic_data(vec![
+                kafka_protocol::messages::produce_request::TopicProduceData::default()
+                    .with_name(TopicName(StrBytes::from_static_str("wide")))
+                    .with_partition_data(vec![
+                        kafka_protocol::messages::produce_request::PartitionProduceData::default()
+                            .with_index(p)
+                            .with_records(Some(record_batch(&[&big], -1, -1, -1))),
+                    ]),
+            ]);
+        let r: kafka_protocol::messages::ProduceResponse = c.call(ApiKey::Produce, 9, &req);
+        assert_eq!(
+            r.responses[0].partition_responses[0].error_code, 0,
+            "partition {p}"
+        );
+    }
+    let fetch = |max_bytes: i32| -> FetchResponse {
+        let parts = (0..2)
+            .map(|p| {
+                FetchPartition::default()
+                    .with_partition(p)
+                    .with_partition_max_bytes(20_000_000)
+            })
+            .collect();
+        let req = FetchRequest::default()
+            .with_max_wait_ms(0)
+            .with_max_bytes(max_bytes)
+            .with_topics(vec![FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("wide")))
+                .with_partitions(parts)]);
+        RawClient::connect(&broker.addr).call(ApiKey::Fetch, 12, &req)
+    };
+    let sizes = |r: &FetchResponse| -> Vec<usize> {
+        r.responses[0]
+            .partitions
+            .iter()
+            .map(|p| p.records.as_ref().map_or(0, |b| b.len()))
+            .collect()
+    };
+    let one_mb = sizes(&fetch(1_000_000));
+    assert!(one_mb[0] > 600_000 && one_mb[1] == 0, "{one_mb:?}");
+    let small = sizes(&fetch(1_000));
+    assert!(
+        small[0] > 600_000 && small[1] == 0,
+        "the first batch goes whole: {small:?}"
+    );
+    let both = sizes(&fetch(2_000_000));
+    assert!(both.iter().all(|&s| s > 600_000), "{both:?}");
+}

@@ -39,9 +39,11 @@ impl SslMode {
             "require" => SslMode::Require,
             "verify-ca" => SslMode::VerifyCa,
             "verify-full" => SslMode::VerifyFull,
-            other => return Err(format!(
+            other => {
+                return Err(format!(
                 "sslmode {other:?}: expected disable, prefer, require, verify-ca or verify-full"
-            )),
+            ))
+            }
         })
     }
 }

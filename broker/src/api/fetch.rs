@@ -129,6 +129,14 @@ fn build(state: &State, req: &FetchRequest, version: i16) -> (FetchResponse, usi
                 data.aborted_transactions = Some(aborted(partition, fp.fetch_offset, end));
             }
             match batches {
+                // KIP-74: only the first batch of the response may go past the limits (so a
+                // consumer always makes progress); a later partition whose next batch does
+                // not fit what is left sends nothing this time.
+                Ok(batches)
+                    if total > 0 && batches.iter().map(Bytes::len).sum::<usize>() > budget =>
+                {
+                    data.records = Some(Bytes::new());
+                }
                 Ok(batches) => {
                     let records = concat(batches);
                     total += records.len();
