@@ -6,7 +6,8 @@
 //! `min.cleanable.dirty.ratio`, `min.compaction.lag.ms`, `delete.retention.ms`
 //! (compaction), `segment.bytes`, `segment.ms` (rolling) and `max.message.bytes`
 //! (produce). The others (`compression.type`, `message.timestamp.type`,
-//! `min.insync.replicas`) are validated, stored and described, but not acted on.
+//! `min.insync.replicas`, `message.format.version`) are validated, stored and described,
+//! but not acted on.
 
 use std::collections::BTreeMap;
 
@@ -118,6 +119,23 @@ pub fn catalog() -> Vec<Spec> {
             kind: kind::INT,
             check: |v| long_at_least(0)(v),
             default: DefaultFrom::Broker(|c| c.max_message_bytes.to_string()),
+        },
+        Spec {
+            // Deprecated in Kafka 3.0 and ignored there (RecordBatch v2 is always used),
+            // gone in 4.0; accepted so tools written for 2.x/3.x can still set it.
+            name: "message.format.version",
+            kind: kind::STRING,
+            check: |v| {
+                if !v.is_empty()
+                    && v.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+                {
+                    Ok(())
+                } else {
+                    Err("must be a Kafka version such as 0.10.0 or 3.0-IV1".into())
+                }
+            },
+            default: DefaultFrom::Fixed("3.0-IV1"),
         },
         Spec {
             name: "message.timestamp.type",
