@@ -341,4 +341,26 @@ async fn a_compacted_topic_refuses_records_without_a_key() {
         .send(FutureRecord::to("keyed").key("k").payload("v"), WAIT)
         .await;
     assert!(keyed.is_ok(), "{keyed:?}");
+    // in one batch: the keyless records are named, the others fail with them (KIP-467)
+    let batched = producer(&bs, &[("retries", "0"), ("linger.ms", "200")]);
+    let mut pending = Vec::new();
+    for i in 0..6 {
+        let r = FutureRecord::<str, str>::to("keyed")
+            .partition(0)
+            .payload("v");
+        let r = if i % 3 == 0 { r } else { r.key("k") };
+        pending.push(batched.send_result(r).map_err(|(e, _)| e).unwrap());
+    }
+    let mut invalid = 0;
+    for d in pending {
+        let err = d
+            .await
+            .unwrap()
+            .map_err(|(e, _)| e)
+            .expect_err("the whole batch fails");
+        if err.rdkafka_error_code() == Some(rdkafka::types::RDKafkaErrorCode::InvalidRecord) {
+            invalid += 1;
+        }
+    }
+    assert_eq!(invalid, 2, "the two keyless records are the invalid ones");
 }

@@ -25,9 +25,9 @@ fn partition_error(index: i32, code: ResponseError, msg: String) -> PartitionPro
         .with_error_message(Some(str_bytes(msg)))
 }
 
-/// A compacted topic refuses a batch holding a record without a key (KIP-467: the answer
-/// names the record), as Kafka does: compaction keeps records by key.
-fn keyless_record(
+/// A compacted topic refuses a batch holding records without a key, naming each of them
+/// (KIP-467), as Kafka does: compaction keeps records by key.
+fn keyless_records(
     state: &State,
     topic: &str,
     index: i32,
@@ -35,20 +35,30 @@ fn keyless_record(
 ) -> Option<PartitionProduceResponse> {
     state.topic_configs.compaction(topic)?;
     let recs = crate::cleaner::records::decode(records, crate::compaction::DECODE_LIMIT).ok()?;
-    let at = recs.recs.iter().position(|r| r.key.is_none())?;
     let msg = format!(
         "Compacted topic cannot accept message without key in topic partition {topic}-{index}."
     );
+    let errors: Vec<BatchIndexAndErrorMessage> = recs
+        .recs
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.key.is_none())
+        .map(|(at, _)| {
+            BatchIndexAndErrorMessage::default()
+                .with_batch_index(at as i32)
+                .with_batch_index_error_message(Some(str_bytes(msg.clone())))
+        })
+        .collect();
+    if errors.is_empty() {
+        return None;
+    }
     tracing::warn!(
         topic,
         partition = index,
-        record = at,
-        "rejected batch: a record without a key"
+        records = errors.len(),
+        "rejected batch: records without a key"
     );
-    let error = BatchIndexAndErrorMessage::default()
-        .with_batch_index(at as i32)
-        .with_batch_index_error_message(Some(str_bytes(msg.clone())));
-    Some(partition_error(index, ResponseError::InvalidRecord, msg).with_record_errors(vec![error]))
+    Some(partition_error(index, ResponseError::InvalidRecord, msg).with_record_errors(errors))
 }
 
 pub fn handle(state: &Arc<State>, req: ProduceRequest, version: i16) -> Reply {
@@ -117,7 +127,7 @@ fn append(
             return partition_error(index, code, e.to_string());
         }
     };
-    if let Some(refused) = keyless_record(state, topic, index, &records) {
+    if let Some(refused) = keyless_records(state, topic, index, &records) {
         return refused;
     }
     if let Err(why) = state.disk.check(records.len()) {
