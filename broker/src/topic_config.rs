@@ -344,6 +344,9 @@ mod tests {
         assert!(validate("cleanup.policy", "compact,delete").is_ok());
         assert!(validate("cleanup.policy", "forever").is_err());
         assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
+        // accepted and ignored, as Kafka 3.x does (librdkafka's 0092 sets it)
+        assert!(validate("message.format.version", "0.10.0.0").is_ok());
+        assert!(validate("message.format.version", "").is_err());
         let e = validate("no.such.config", "1").unwrap_err();
         assert!(e.contains("unknown topic config"), "{e}");
     }
