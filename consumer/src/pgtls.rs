@@ -180,16 +180,26 @@ pub fn client_config(opts: &TlsOptions) -> Result<Option<rustls::ClientConfig>, 
         (None, SslMode::VerifyCa | SslMode::VerifyFull) => {
             return Err("sslmode=verify-ca and verify-full need sslrootcert (PGSSLROOTCERT): the CA certificate to trust".into())
         }
-        (None, _) => Arc::new(Unchecked(provider)),
+        (None, _) => Arc::new(Lenient {
+            chain: None,
+            provider,
+        }),
         (Some(path), mode) => {
             let mut roots = rustls::RootCertStore::empty();
             for c in read_certs(path, "sslrootcert")? {
                 roots.add(c).map_err(|e| format!("sslrootcert {}: {e}", path.display()))?;
             }
-            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| e.to_string())?;
-            if mode == SslMode::VerifyFull { webpki } else { Arc::new(AnyName(webpki)) }
+            if mode == SslMode::VerifyFull {
+                webpki
+            } else {
+                Arc::new(Lenient {
+                    chain: Some(webpki),
+                    provider,
+                })
+            }
         }
     };
     let builder = builder
@@ -210,11 +220,16 @@ pub fn client_config(opts: &TlsOptions) -> Result<Option<rustls::ClientConfig>, 
     Ok(Some(config))
 }
 
-/// `verify-ca`: the chain is checked, the name is not.
+/// The lenient checks: `verify-ca` (`chain` given: the chain is checked, the name is
+/// not), and `prefer`/`require` without a root certificate (`chain` none: encrypted, the
+/// certificate unchecked, as libpq does). The handshake signatures are verified either way.
 #[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
+struct Lenient {
+    chain: Option<Arc<WebPkiServerVerifier>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
 
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end: &CertificateDer<'_>,
@@ -223,7 +238,10 @@ impl ServerCertVerifier for AnyName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.0.verify_server_cert(end, inter, name, ocsp, now) {
+        let Some(chain) = &self.chain else {
+            return Ok(ServerCertVerified::assertion());
+        };
+        match chain.verify_server_cert(end, inter, name, ocsp, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -236,7 +254,12 @@ impl ServerCertVerifier for AnyName {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls12_signature(m, c, d)
+        rustls::crypto::verify_tls12_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn verify_tls13_signature(
         &self,
@@ -244,47 +267,17 @@ impl ServerCertVerifier for AnyName {
         c: &CertificateDer<'_>,
         d: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.0.verify_tls13_signature(m, c, d)
+        rustls::crypto::verify_tls13_signature(
+            m,
+            c,
+            d,
+            &self.provider.signature_verification_algorithms,
+        )
     }
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
-    }
-}
-
-/// `prefer`/`require` without a root certificate: encrypted, the certificate unchecked
-/// (libpq's behaviour); the handshake signatures are still verified.
-#[derive(Debug)]
-struct Unchecked(Arc<rustls::crypto::CryptoProvider>);
-
-impl ServerCertVerifier for Unchecked {
-    fn verify_server_cert(
-        &self,
-        _: &CertificateDer<'_>,
-        _: &[CertificateDer<'_>],
-        _: &ServerName<'_>,
-        _: &[u8],
-        _: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-    fn verify_tls12_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn verify_tls13_signature(
-        &self,
-        m: &[u8],
-        c: &CertificateDer<'_>,
-        d: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(m, c, d, &self.0.signature_verification_algorithms)
-    }
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
     }
 }
 
