@@ -117,7 +117,7 @@ impl EmbeddedKafka {
 
 /// Appends the records of the batches in `chunk` at or above `from` to `out`; returns
 /// the offset after the last batch.
-fn decode_into(chunk: &[u8], from: i64, out: &mut Vec<Record>) -> Result<i64, String> {
+pub(crate) fn decode_into(chunk: &[u8], from: i64, out: &mut Vec<Record>) -> Result<i64, String> {
     let mut rest = chunk;
     let mut next = from;
     while rest.len() >= crate::batch::HEADER_LEN {

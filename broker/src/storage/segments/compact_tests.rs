@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use super::*;
 use crate::batch;
-use crate::cleaner::records::{self, keyed_batch};
+use crate::cleaner::records::keyed_batch;
 use crate::cleaner::Policy;
 use crate::storage::{CompactJob, Log, Store, TopicMeta};
 
@@ -40,30 +40,18 @@ fn fill(log: &dyn Log, pairs: &[(u8, Option<&str>)]) {
 
 /// Every record: offset -> (key, value), read from `from` in small fetches.
 fn read_all(log: &dyn Log, from: i64) -> BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>)> {
-    let mut out = BTreeMap::new();
+    let mut records = Vec::new();
     let mut at = from;
     let end = log.log_end_offset();
     while at < end {
         let chunks = log.read(at, end, 1).unwrap();
         let Some(first) = chunks.first() else { break };
-        let mut bytes: &[u8] = first;
-        let mut last = at;
-        while bytes.len() >= batch::HEADER_LEN {
-            let info = batch::info(bytes).unwrap();
-            let base = batch::base_offset(bytes).unwrap();
-            let (b, rest) = bytes.split_at(info.size.min(12 + batch::be_i32(bytes, 8) as usize));
-            let recs = records::decode(b, 1 << 20).unwrap();
-            for r in &recs.recs {
-                let key = recs.key(r).unwrap().to_vec();
-                let v = recs.value(r).map(<[u8]>::to_vec);
-                out.insert(base + r.offset_delta, (key, v));
-            }
-            last = base + i64::from(info.last_offset_delta);
-            bytes = rest;
-        }
-        at = last + 1;
+        at = crate::testing::decode_into(first, at, &mut records).unwrap();
     }
-    out
+    records
+        .into_iter()
+        .map(|r| (r.offset, (r.key.unwrap(), r.value)))
+        .collect()
 }
 
 fn job(now_ms: i64, hw: i64) -> CompactJob {
