@@ -153,6 +153,10 @@ pub async fn run(args: AllInOneArgs) -> anyhow::Result<ExitCode> {
         broker: Some(broker.view()),
         consumer: Some(ccfg.stats.clone()),
         producer: Some(pcfg.stats.clone()),
+        dead_letters: Some(crate::console::DeadLetterTable {
+            target: ccfg.pg.clone(),
+            table: ccfg.table.clone(),
+        }),
     };
     if let Err(e) = crate::http::maybe_serve(&args.http, observed).await {
         // The load does not depend on the status page: warn and go on.

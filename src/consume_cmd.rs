@@ -86,6 +86,10 @@ pub async fn run(args: ConsumeArgs) -> anyhow::Result<ExitCode> {
     let cfg = args.to_config()?;
     let observed = crate::http::Observed {
         consumer: Some(cfg.stats.clone()),
+        dead_letters: Some(crate::console::DeadLetterTable {
+            target: cfg.pg.clone(),
+            table: cfg.table.clone(),
+        }),
         ..Default::default()
     };
     crate::http::maybe_serve(&args.http, observed).await?;

@@ -4,6 +4,7 @@ mod admin_cmd;
 mod all_in_one;
 mod broker_cmd;
 mod config_file;
+mod console;
 mod consume_cmd;
 mod http;
 mod kafka_opts;

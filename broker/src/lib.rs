@@ -17,6 +17,7 @@
 #[doc(hidden)]
 pub mod api;
 pub mod batch;
+pub mod browse;
 pub(crate) mod budget;
 pub(crate) mod cleaner;
 pub(crate) mod clock;
@@ -55,6 +56,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+pub use browse::{BrowseError, Page, Record, Start};
 pub use config::{BrokerConfig, StorageFormat};
 pub use error::{BrokerError, StorageError};
 pub use view::{BrokerView, CommittedView, GroupView, PartitionView, TopicView};

@@ -62,6 +62,13 @@ impl BrokerMetrics {
         *m.entry(code).or_default() += 1;
     }
 
+    /// Produce requests answered so far and their summed latency in seconds.
+    pub fn produce_latency(&self) -> (u64, f64) {
+        self.latency
+            .get(ApiKey::Produce as usize)
+            .map_or((0, 0.0), |h| (h.count(), h.sum_seconds()))
+    }
+
     /// Requests answered for `api` so far.
     pub fn requests(&self, api: ApiKey) -> u64 {
         self.latency.get(api as usize).map_or(0, Histogram::count)

@@ -20,21 +20,10 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use crate::cleaner::records;
+use crate::browse::{Start, MAX_LIMIT};
 use crate::{BrokerConfig, BrokerError, RunningBroker};
 
-/// One record as a consumer would see it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
-    /// Its offset in the partition.
-    pub offset: i64,
-    /// Its timestamp (milliseconds since the epoch).
-    pub timestamp: i64,
-    /// Its key, if any.
-    pub key: Option<Vec<u8>>,
-    /// Its value (`None`: a tombstone).
-    pub value: Option<Vec<u8>>,
-}
+pub use crate::browse::Record;
 
 /// A running broker with a temporary data directory; stops when dropped.
 pub struct EmbeddedKafka {
@@ -101,51 +90,17 @@ impl EmbeddedKafka {
         let mut out = Vec::new();
         let mut at = 0;
         loop {
-            let chunks = self
+            let page = self
                 .view
-                .read_batches(topic, partition, at, 1 << 20)
+                .browse(topic, partition, Start::Offset(at), MAX_LIMIT)
                 .map_err(|e| e.to_string())?;
-            if chunks.is_empty() {
+            out.extend(page.records);
+            if page.next_offset >= page.high_watermark || page.next_offset == at {
                 return Ok(out);
             }
-            for chunk in &chunks {
-                at = decode_into(chunk, at, &mut out)?;
-            }
+            at = page.next_offset;
         }
     }
-}
-
-/// Appends the records of the batches in `chunk` at or above `from` to `out`; returns
-/// the offset after the last batch.
-pub(crate) fn decode_into(chunk: &[u8], from: i64, out: &mut Vec<Record>) -> Result<i64, String> {
-    let mut rest = chunk;
-    let mut next = from;
-    while rest.len() >= crate::batch::HEADER_LEN {
-        let len = 12 + crate::batch::be_i32(rest, 8).max(0) as usize;
-        let (b, tail) = rest.split_at(len.min(rest.len()));
-        rest = tail;
-        let info = crate::batch::info(b).ok_or("a batch too short")?;
-        let base = crate::batch::base_offset(b).unwrap_or(0);
-        next = base + i64::from(info.last_offset_delta) + 1;
-        if info.control {
-            continue;
-        }
-        let recs = records::decode(b, 256 << 20).map_err(|e| format!("offset {base}: {e}"))?;
-        let base_ts = crate::batch::be_i64(b, 27);
-        for r in &recs.recs {
-            let offset = base + r.offset_delta;
-            if offset < from {
-                continue;
-            }
-            out.push(Record {
-                offset,
-                timestamp: base_ts + r.timestamp_delta,
-                key: recs.key(r).map(<[u8]>::to_vec),
-                value: recs.value(r).map(<[u8]>::to_vec),
-            });
-        }
-    }
-    Ok(next)
 }
 
 /// The broker thread: its own runtime, the broker, and a clean shutdown when told.

@@ -40,6 +40,8 @@ pub struct CommittedView {
     pub partition: i32,
     /// Committed offset (the next to consume), if any.
     pub offset: Option<i64>,
+    /// The partition's high watermark, if it still exists.
+    pub end_offset: Option<i64>,
     /// Messages between it and the high watermark, when both are known.
     pub lag: Option<i64>,
 }
@@ -99,6 +101,7 @@ impl BrokerView {
                             topic,
                             partition,
                             offset,
+                            end_offset: hw,
                             lag,
                         }
                     })
@@ -122,15 +125,28 @@ impl BrokerView {
         offset: i64,
         max_bytes: usize,
     ) -> Result<Vec<Bytes>, StorageError> {
-        let p = self
-            .0
+        let p = self.partition(topic, partition)?;
+        p.log.read(offset, p.high_watermark(), max_bytes)
+    }
+
+    /// The partition, or an error naming it.
+    pub(crate) fn partition(
+        &self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Arc<crate::state::Partition>, StorageError> {
+        self.0
             .topic(topic)
             .and_then(|t| t.partition(partition).cloned())
             .ok_or_else(|| StorageError::UnknownPartition {
                 topic: topic.to_string(),
                 partition,
-            })?;
-        p.log.read(offset, p.high_watermark(), max_bytes)
+            })
+    }
+
+    /// Produce requests answered so far and their summed latency in seconds.
+    pub fn produce_latency(&self) -> (u64, f64) {
+        self.0.metrics.produce_latency()
     }
 
     /// The broker's metrics in Prometheus text format.

@@ -154,7 +154,7 @@ impl TableName {
     }
 
     /// Our bookkeeping table `name` in the same schema as the target table.
-    fn sibling(&self, name: &str) -> String {
+    pub(crate) fn sibling(&self, name: &str) -> String {
         match &self.schema {
             Some(s) => format!("\"{s}\".\"{name}\""),
             None => format!("\"{name}\""),

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod config;
 pub mod copy;
 pub mod db;
+pub mod dead_letters;
 pub mod gap;
 mod kafka;
 pub mod message;

@@ -39,6 +39,8 @@ pub struct Rec {
     pub tombstone: bool,
     /// Its value, if not null.
     value: Option<Range<usize>>,
+    /// The headers section (count and headers).
+    headers: Range<usize>,
     attributes: u8,
     /// The record from its offset delta to its end.
     tail: Range<usize>,
@@ -62,6 +64,37 @@ impl Records {
     pub fn value(&self, r: &Rec) -> Option<&[u8]> {
         r.value.clone().map(|v| &self.data[v])
     }
+
+    /// The headers of `r`, in order: key and value (`None`: a null value).
+    pub fn headers(&self, r: &Rec) -> Result<Vec<Header<'_>>, RecordsError> {
+        let mut rest = &self.data[r.headers.clone()];
+        let count = varint(&mut rest, "header count")?;
+        let mut out = Vec::with_capacity(usize::try_from(count).unwrap_or(0).min(rest.len()));
+        for _ in 0..count.max(0) {
+            let key = bytes(&mut rest, "header key")?
+                .ok_or(RecordsError::Malformed("null header key"))?;
+            let value = bytes(&mut rest, "header value")?;
+            out.push((key, value));
+        }
+        Ok(out)
+    }
+}
+
+/// A record header: its key and its value (`None`: null).
+pub type Header<'a> = (&'a [u8], Option<&'a [u8]>);
+
+/// A varint-length-prefixed byte string (`None`: length -1).
+fn bytes<'a>(buf: &mut &'a [u8], what: &'static str) -> Result<Option<&'a [u8]>, RecordsError> {
+    let len = varint(buf, what)?;
+    let Ok(n) = usize::try_from(len) else {
+        return Ok(None);
+    };
+    if n > buf.len() {
+        return Err(RecordsError::Malformed(what));
+    }
+    let (b, rest) = buf.split_at(n);
+    *buf = rest;
+    Ok(Some(b))
 }
 
 fn varint(buf: &mut &[u8], what: &'static str) -> Result<i64, RecordsError> {
@@ -94,6 +127,7 @@ fn parse_record(data: &[u8], at: usize, len: usize) -> Result<Rec, RecordsError>
     let value = match usize::try_from(value_len) {
         Ok(n) if n <= rest.len() => {
             let v = at + len - rest.len();
+            rest = &rest[n..];
             Some(v..v + n)
         }
         Ok(_) => return Err(RecordsError::Malformed("value runs past the record")),
@@ -105,6 +139,7 @@ fn parse_record(data: &[u8], at: usize, len: usize) -> Result<Rec, RecordsError>
         key,
         tombstone: value_len < 0,
         value,
+        headers: at + len - rest.len()..at + len,
         attributes,
         tail: tail_at..at + len,
     })

@@ -46,7 +46,7 @@ fn read_all(log: &dyn Log, from: i64) -> BTreeMap<i64, (Vec<u8>, Option<Vec<u8>>
     while at < end {
         let chunks = log.read(at, end, 1).unwrap();
         let Some(first) = chunks.first() else { break };
-        at = crate::testing::decode_into(first, at, &mut records).unwrap();
+        at = crate::browse::decode_into(first, at, &mut records).unwrap();
     }
     records
         .into_iter()
