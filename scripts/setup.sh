@@ -9,7 +9,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 
 # Build tools (librdkafka is compiled from source by the rdkafka crate, with OpenSSL for TLS and SCRAM;
 # the openssl CLI makes the TLS test certificates), kcat for the
-# CLI tests, and PostgreSQL for the consumer and the end-to-end pipeline.
+# CLI tests, PostgreSQL for the consumer and the end-to-end pipeline, and Chromium for the
+# console's browser tests.
 apt_packages=(build-essential pkg-config cmake libssl-dev openssl python3 python3-venv kcat postgresql postgresql-client curl chromium time)
 missing=()
 for p in "${apt_packages[@]}"; do
@@ -38,6 +39,9 @@ for venv in ".venv:tests/compat/python/requirements.txt" \
   "$dir/bin/pip" install -q --disable-pip-version-check -r "$req"
 done
 (cd tests/compat/node && npm ci --no-audit --no-fund --loglevel=error)
+# playwright-core drives Debian's chromium for the console test (tests/console.rs); it
+# never downloads a browser of its own.
+(cd tests/console && npm ci --no-audit --no-fund --loglevel=error)
 
 if ! command -v cargo >/dev/null; then
   echo "setup: Rust is missing; install it with rustup (https://rustup.rs), then re-run" >&2

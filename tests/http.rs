@@ -3,26 +3,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
-    let mut resp = String::new();
-    s.read_to_string(&mut resp).unwrap();
-    let code = resp.split_whitespace().nth(1).unwrap().parse().unwrap();
-    let body = resp
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (code, body)
-}
+use common::http_get as get;
 
 #[test]
 fn metrics_health_and_status_page() {
@@ -58,11 +46,16 @@ fn metrics_health_and_status_page() {
     let (code, page) = get(&http, "/");
     assert_eq!(code, 200);
     assert!(
-        page.contains("<td>payments</td><td>0</td><td>0</td><td>3</td><td>3</td>"),
+        page.contains(
+            "<td><a href=\"/topics/payments\">payments</a></td><td>0</td><td>0</td><td>3</td><td>3</td>"
+        ),
         "{page}"
     );
-    assert!(page.contains("<td>payments.dlq</td><td>1</td>"), "{page}");
-    assert!(page.contains("http-equiv=\"refresh\""));
+    assert!(
+        page.contains("<td><a href=\"/topics/payments.dlq\">payments.dlq</a></td><td>1</td>"),
+        "{page}"
+    );
+    assert!(page.contains("<script defer src=\"/assets/console.js\">"));
 
     // What a person sees: render in headless Chromium and read the visible text.
     let chromium = ["chromium", "chromium-browser"]

@@ -30,14 +30,14 @@ fn layout(title: &str, body: &str) -> String {
     layout_with(title, body, "")
 }
 
-fn layout_with(title: &str, body: &str, scripts: &str) -> String {
+fn layout_with(title: &str, body: &str, head: &str) -> String {
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{t} · finstream</title><link rel=\"stylesheet\" href=\"/assets/console.css\">\
+         <title>{t} · finstream</title><link rel=\"stylesheet\" href=\"/assets/console.css\">{head}\
          </head><body><nav><a class=\"brand\" href=\"/\">finstream</a><a href=\"/topics\">Topics</a>\
          <a href=\"/groups\">Consumer groups</a><a href=\"/dead-letters\">Dead letters</a></nav>\
-         <main><h1>{t}</h1>{body}</main>{scripts}</body></html>\n",
+         <main><h1>{t}</h1>{body}</main></body></html>\n",
         t = esc(title)
     )
 }
@@ -78,7 +78,8 @@ fn overview(console: &Console) -> String {
     layout_with(
         "finstream",
         &h,
-        "<script src=\"/assets/uPlot.iife.min.js\"></script><script src=\"/assets/console.js\"></script>",
+        "<link rel=\"stylesheet\" href=\"/assets/uPlot.min.css\">\
+         <script defer src=\"/assets/uPlot.iife.min.js\"></script><script defer src=\"/assets/console.js\"></script>",
     )
 }
 
