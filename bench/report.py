@@ -165,6 +165,21 @@ def footprint_table():
     return "\n".join(out)
 
 
+def fixture_table():
+    rows = load("fixture.jsonl")
+    if not rows:
+        return "_not run yet_"
+    k = lambda key, f=1: stats([r[key] / f for r in rows])
+    return "\n".join([
+        "| measure | value |", "|---|---|",
+        f"| `EmbeddedKafka::start()` (port 0, temporary directory) | {k('start_ms')} ms |",
+        f"| start → topic created → one message produced (librdkafka) and read back | {k('first_message_ms')} ms |",
+        f"| drop (shutdown, directory removed) | {k('drop_ms')} ms |",
+        f"| test process RSS with the broker and one producer running | {k('rss_kb', 1024)} MiB |",
+        f"| repetitions | {len(rows)} |",
+    ])
+
+
 def svg(medians):
     if not medians:
         return
@@ -202,6 +217,7 @@ def main():
     doc = replace(doc, "pipeline", pipeline_table())
     doc = replace(doc, "latency", latency_table())
     doc = replace(doc, "footprint", footprint_table())
+    doc = replace(doc, "fixture", fixture_table())
     doc = replace(doc, "txn", txn_table())
     machine = os.path.join(RES, "machine.json")
     if os.path.exists(machine):

@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 mod compaction;
+mod fixture;
 mod load;
 mod txn;
 use rdkafka::config::ClientConfig;
@@ -67,6 +68,11 @@ enum Cmd {
     MemoryBroker {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
+    },
+    /// `EmbeddedKafka` as a test fixture: start, one message round trip, drop; REPS times.
+    Fixture {
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
     },
     /// Create a topic (some brokers, like Tansu, do not auto-create).
     CreateTopic {
@@ -429,6 +435,7 @@ async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
+        Cmd::Fixture { reps } => fixture::run(reps)?,
         Cmd::Load {
             bootstrap,
             topic,

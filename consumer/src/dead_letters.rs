@@ -4,24 +4,15 @@
 use tokio_postgres::error::SqlState;
 
 use crate::db::{connect, DbError, PgTarget, TableName};
+use crate::sink::DeadLetter;
 
-/// One poison message the consumer set aside.
+/// One poison message the consumer set aside, as stored.
 #[derive(Debug, Clone, PartialEq)]
-pub struct DeadLetter {
+pub struct StoredDeadLetter {
     /// The consumer group that met it.
     pub group: String,
-    /// Where it was read.
-    pub topic: String,
-    /// Its partition.
-    pub partition: i32,
-    /// Its offset.
-    pub offset: i64,
-    /// Its key, if any.
-    pub key: Option<Vec<u8>>,
-    /// Its value as it was in the topic.
-    pub value: Option<Vec<u8>>,
-    /// Why it was refused.
-    pub error: String,
+    /// The message and why it was refused.
+    pub letter: DeadLetter,
     /// When it was set aside, in ms since the epoch.
     pub received_at_ms: i64,
 }
@@ -32,7 +23,7 @@ pub async fn recent(
     target: &PgTarget,
     table: &str,
     limit: i64,
-) -> Result<Vec<DeadLetter>, DbError> {
+) -> Result<Vec<StoredDeadLetter>, DbError> {
     let dead = TableName::parse(table)?.sibling("finstream_dead_letters");
     let client = connect(target).await?;
     let sql = format!(
@@ -47,14 +38,16 @@ pub async fn recent(
     };
     rows.iter()
         .map(|r| {
-            Ok(DeadLetter {
+            Ok(StoredDeadLetter {
                 group: r.try_get(0)?,
-                topic: r.try_get(1)?,
-                partition: r.try_get(2)?,
-                offset: r.try_get(3)?,
-                key: r.try_get(4)?,
-                value: r.try_get(5)?,
-                error: r.try_get(6)?,
+                letter: DeadLetter {
+                    topic: r.try_get(1)?,
+                    partition: r.try_get(2)?,
+                    offset: r.try_get(3)?,
+                    key: r.try_get(4)?,
+                    value: r.try_get(5)?,
+                    error: r.try_get(6)?,
+                },
                 received_at_ms: r.try_get(7)?,
             })
         })

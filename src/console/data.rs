@@ -169,13 +169,14 @@ fn producer_dead_letter(topic: &str, r: Record) -> DeadLetter {
     }
 }
 
-fn consumer_dead_letter(d: finstream_consumer::dead_letters::DeadLetter) -> DeadLetter {
+fn consumer_dead_letter(d: finstream_consumer::dead_letters::StoredDeadLetter) -> DeadLetter {
+    let l = d.letter;
     DeadLetter {
         source: "consumer",
-        reason: d.error,
-        location: format!("{}/{}/{}", d.topic, d.partition, d.offset),
+        reason: l.error,
+        location: format!("{}/{}/{}", l.topic, l.partition, l.offset),
         timestamp: d.received_at_ms,
         kept_in: format!("finstream_dead_letters (group {})", d.group),
-        raw: d.value.unwrap_or_default(),
+        raw: l.value.unwrap_or_default(),
     }
 }

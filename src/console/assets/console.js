@@ -30,7 +30,8 @@
             height: 180,
             legend: { show: true },
             scales: { x: { time: true } },
-            series: [{}, { label: unit, stroke: color, width: 2, spanGaps: false }],
+            // Points too: an interval of its own (a burst between idle seconds) still shows.
+            series: [{}, { label: unit, stroke: color, width: 2, spanGaps: false, points: { show: true, size: 4 } }],
             axes: [{}, { size: 60 }],
           },
           data,

@@ -1,0 +1,66 @@
+//! The broker as a test fixture (`finstream_broker::testing::EmbeddedKafka`), as another
+//! project's test suite uses it: start, create a topic, produce one message with
+//! librdkafka and read it back, drop. Times each step and the process's RSS.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use finstream_broker::testing::EmbeddedKafka;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use serde_json::json;
+
+fn rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e5).round() / 100.0
+}
+
+/// One start → topic → one message round trip → drop; a JSON line per repetition.
+pub fn run(reps: usize) -> anyhow::Result<()> {
+    for _ in 0..reps {
+        let rss_before = rss_kb();
+        let t0 = Instant::now();
+        let kafka = EmbeddedKafka::start().context("start")?;
+        let started = t0.elapsed();
+        kafka
+            .create_topic("fixture", 1)
+            .map_err(anyhow::Error::msg)?;
+        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+            .set("bootstrap.servers", kafka.bootstrap_servers())
+            .set("linger.ms", "0")
+            .create()?;
+        producer
+            .send(BaseRecord::<(), _>::to("fixture").payload("hello"))
+            .map_err(|(e, _)| e)?;
+        producer.flush(Duration::from_secs(10))?;
+        let records = kafka.records("fixture", 0).map_err(anyhow::Error::msg)?;
+        anyhow::ensure!(records.len() == 1, "read back {} records", records.len());
+        let round_trip = t0.elapsed();
+        let rss_running = rss_kb();
+        drop(producer);
+        let t1 = Instant::now();
+        drop(kafka);
+        let dropped = t1.elapsed();
+        println!(
+            "{}",
+            json!({
+                "start_ms": ms(started),
+                "first_message_ms": ms(round_trip),
+                "drop_ms": ms(dropped),
+                "rss_growth_kb": rss_running.saturating_sub(rss_before),
+                "rss_kb": rss_running,
+            })
+        );
+    }
+    Ok(())
+}
