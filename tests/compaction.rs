@@ -364,3 +364,47 @@ async fn a_compacted_topic_refuses_records_without_a_key() {
     }
     assert_eq!(invalid, 2, "the two keyless records are the invalid ones");
 }
+
+/// The threads of this process with this name.
+fn threads_named(name: &str) -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .filter(|comm| comm.trim_end() == name)
+        .count()
+}
+
+/// Shutdown stops the log cleaner's thread before it returns, so nothing of the broker
+/// holds the data directory afterwards (no sweep of a stopped broker's logs racing a new
+/// broker on the same directory): a broker started on it at once opens it, over and over,
+/// as a test suite restarting its broker does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_stops_the_cleaner_so_the_directory_reopens_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..5 {
+        let config = finstream_broker::BrokerConfig {
+            listen: "127.0.0.1:0".into(),
+            data_dir: Some(dir.path().to_path_buf()),
+            log_cleaner_backoff: Duration::from_millis(20),
+            ..finstream_broker::BrokerConfig::default()
+        };
+        let broker = finstream_broker::start(config)
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: the directory did not reopen: {e}"));
+        let cleaner = format!("cleaner-{}", broker.local_addr().port());
+        // The thread names itself once it runs.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while threads_named(&cleaner) == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(threads_named(&cleaner), 1, "round {round}: {cleaner} runs");
+        broker.ensure_topic("t").unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        broker.shutdown().await.unwrap();
+        assert_eq!(
+            threads_named(&cleaner),
+            0,
+            "round {round}: {cleaner} outlived shutdown"
+        );
+    }
+}

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use finstream_broker::testing::EmbeddedKafka;
 use rdkafka::config::ClientConfig;
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
 fn rss_kb() -> u64 {
@@ -26,7 +26,10 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// One start → topic → one message round trip → drop; a JSON line per repetition.
-pub fn run(reps: usize) -> anyhow::Result<()> {
+pub fn run(reps: usize, broker_only: bool) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     for _ in 0..reps {
         let rss_before = rss_kb();
         let t0 = Instant::now();
@@ -35,14 +38,26 @@ pub fn run(reps: usize) -> anyhow::Result<()> {
         kafka
             .create_topic("fixture", 1)
             .map_err(anyhow::Error::msg)?;
-        let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
+        if broker_only {
+            drop(kafka);
+            let threads = std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count());
+            let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+            println!(
+                "{}",
+                json!({ "start_ms": ms(started), "rss_kb": rss_kb(), "threads": threads, "fds": fds })
+            );
+            continue;
+        }
+        let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", kafka.bootstrap_servers())
             .set("linger.ms", "0")
             .create()?;
-        producer
-            .send(BaseRecord::<(), _>::to("fixture").payload("hello"))
-            .map_err(|(e, _)| e)?;
-        producer.flush(Duration::from_secs(10))?;
+        // Waits for the delivery report itself (a flush() would poll in 100 ms rounds).
+        rt.block_on(producer.send(
+            FutureRecord::<(), _>::to("fixture").payload("hello"),
+            Duration::from_secs(10),
+        ))
+        .map_err(|(e, _)| e)?;
         let records = kafka.records("fixture", 0).map_err(anyhow::Error::msg)?;
         anyhow::ensure!(records.len() == 1, "read back {} records", records.len());
         let round_trip = t0.elapsed();

@@ -73,6 +73,9 @@ enum Cmd {
     Fixture {
         #[arg(long, default_value_t = 20)]
         reps: usize,
+        /// Start and drop only (no client).
+        #[arg(long)]
+        broker_only: bool,
     },
     /// Create a topic (some brokers, like Tansu, do not auto-create).
     CreateTopic {
@@ -435,7 +438,7 @@ async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
-        Cmd::Fixture { reps } => fixture::run(reps)?,
+        Cmd::Fixture { reps, broker_only } => fixture::run(reps, broker_only)?,
         Cmd::Load {
             bootstrap,
             topic,

@@ -2,10 +2,10 @@
 //! Redpanda's housekeeping) each partition of a topic whose `cleanup.policy` has `compact`
 //! gets a pass if the planner finds it dirty enough ([`crate::cleaner`]); the segment
 //! store does the rewriting and the crash-safe swap. Passes run one at a time on the
-//! `log-cleaner` thread, at a lower CPU priority (nice 10) than the request path, so the
+//! cleaner's own thread, at a lower CPU priority (nice 10) than the request path, so the
 //! cleaner takes at most one core and one key map of memory, and yields to produce.
 
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crate::storage::CompactJob;
@@ -13,14 +13,18 @@ use crate::storage::CompactJob;
 /// Largest inflated records section the cleaner reads; a batch past it is kept whole.
 pub(crate) const DECODE_LIMIT: usize = 128 * 1024 * 1024;
 
-/// One pass over every compacted partition; returns how many were cleaned.
-pub fn sweep(state: &crate::state::State) -> usize {
+/// One pass over every compacted partition while `go_on()` says so; returns how many were
+/// cleaned.
+pub fn sweep(state: &crate::state::State, go_on: &dyn Fn() -> bool) -> usize {
     let mut cleaned = 0;
     for topic in state.topics() {
         let Some(policy) = state.topic_configs.compaction(&topic.name) else {
             continue;
         };
         for p in &topic.partitions {
+            if !go_on() {
+                return cleaned;
+            }
             let job = CompactJob {
                 policy,
                 now_ms: crate::clock::now_ms(),
@@ -77,27 +81,44 @@ fn lower_priority() {
     }
 }
 
-/// Runs [`sweep`] every `interval` on the `log-cleaner` thread until shutdown (a pass
-/// under way when the process exits is as safe as a kill -9: see the swap protocol).
-pub fn spawn(state: &Arc<crate::state::State>, interval: Duration) {
+/// The running cleaner thread; [`Cleaner::stop`] ends it.
+pub struct Cleaner {
+    stop: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl Cleaner {
+    /// Wakes the thread and waits for it to end: at once when it is idle, after the
+    /// partition at hand when it is cleaning (a pass cut short at any step is as safe as a
+    /// kill -9: see the swap protocol). Afterwards nothing of it holds the broker's state.
+    pub fn stop(self) {
+        drop(self.stop);
+        if self.thread.join().is_err() {
+            tracing::error!("the log cleaner thread panicked");
+        }
+    }
+}
+
+/// Runs [`sweep`] every `interval` on a thread named `cleaner-<tag>` until
+/// [`Cleaner::stop`].
+pub fn spawn(state: &Arc<crate::state::State>, interval: Duration, tag: &str) -> Option<Cleaner> {
     let state = state.clone();
+    let (stop, stopped) = mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
-        .name("log-cleaner".into())
+        .name(format!("cleaner-{tag}"))
         .spawn(move || {
             lower_priority();
-            let shutdown = state.shutting_down.clone();
-            loop {
-                let deadline = Instant::now() + interval;
-                while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                    if *shutdown.borrow() {
-                        return;
-                    }
-                    std::thread::sleep(left.min(Duration::from_millis(100)));
-                }
-                sweep(&state);
+            // Anything but a timeout (the sender dropped) means stop.
+            let go_on = || matches!(stopped.try_recv(), Err(mpsc::TryRecvError::Empty));
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(interval) {
+                sweep(&state, &go_on);
             }
         });
-    if let Err(e) = spawned {
-        tracing::error!("cannot start the log cleaner thread: {e}");
+    match spawned {
+        Ok(thread) => Some(Cleaner { stop, thread }),
+        Err(e) => {
+            tracing::error!("cannot start the log cleaner thread: {e}");
+            None
+        }
     }
 }

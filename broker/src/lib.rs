@@ -176,9 +176,14 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
         },
         state.config.log_retention_check_interval,
     );
-    if state.config.log_cleaner_enable {
-        compaction::spawn(&state, state.config.log_cleaner_backoff);
-    }
+    let cleaner = state
+        .config
+        .log_cleaner_enable
+        .then(|| {
+            let tag = local_addr.port().to_string();
+            compaction::spawn(&state, state.config.log_cleaner_backoff, &tag)
+        })
+        .flatten();
     tracing::info!(
         listen = %local_addr,
         advertised = %format!("{}:{}", state.advertised.0, state.advertised.1),
@@ -193,9 +198,14 @@ pub async fn start(config: BrokerConfig) -> Result<RunningBroker, BrokerError> {
         })
         .await;
         let s = task_state.clone();
-        tokio::task::spawn_blocking(move || s.sync())
-            .await
-            .map_err(|e| BrokerError::Io(std::io::Error::other(e.to_string())))??;
+        tokio::task::spawn_blocking(move || {
+            if let Some(c) = cleaner {
+                c.stop();
+            }
+            s.sync()
+        })
+        .await
+        .map_err(|e| BrokerError::Io(std::io::Error::other(e.to_string())))??;
         tracing::info!("broker stopped, data flushed");
         Ok(())
     });
