@@ -10,7 +10,7 @@ use super::{Console, Query, Refusal};
 /// How long a dead-letter query to PostgreSQL may take.
 const PG_DEADLINE: Duration = Duration::from_secs(5);
 /// Partitions of `.dlq` topics read for one dead-letter request, at most.
-const MAX_DLQ_PARTITIONS: usize = 64;
+const MAX_DLQ_PARTITIONS: usize = 16;
 
 /// The embedded broker, or a refusal saying this process has none.
 pub fn broker(console: &Console) -> Result<&BrokerView, Refusal> {
