@@ -196,6 +196,17 @@ def cpu_budget_table():
     return "\n".join(out)
 
 
+def instructions_table():
+    rows = load("instructions.jsonl")
+    if not rows:
+        return "_not run yet_"
+    out = ["| request | instructions (callgrind) |", "|---|---|"]
+    out.append(f"| Produce (acks=-1, one batch of 100 × 100 B, durable store) | {stats([r['produce_instructions'] for r in rows])} |")
+    out.append(f"| Fetch (one batch of 100 × 100 B) | {stats([r['fetch_instructions'] for r in rows])} |")
+    out.append(f"| runs | {len(rows)}, {rows[-1]['date']} |")
+    return "\n".join(out)
+
+
 def fixture_table():
     rows = load("fixture.jsonl")
     if not rows:
@@ -251,6 +262,7 @@ def main():
     doc = replace(doc, "footprint", footprint_table())
     doc = replace(doc, "fixture", fixture_table())
     doc = replace(doc, "cpu_budget", cpu_budget_table())
+    doc = replace(doc, "instructions", instructions_table())
     doc = replace(doc, "txn", txn_table())
     machine = os.path.join(RES, "machine.json")
     if os.path.exists(machine):

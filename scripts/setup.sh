@@ -10,8 +10,8 @@ if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
 # Build tools (librdkafka is compiled from source by the rdkafka crate, with OpenSSL for TLS and SCRAM;
 # the openssl CLI makes the TLS test certificates), kcat for the
 # CLI tests, PostgreSQL for the consumer and the end-to-end pipeline, and Chromium for the
-# console's browser tests.
-apt_packages=(build-essential pkg-config cmake libssl-dev openssl python3 python3-venv kcat postgresql postgresql-client curl chromium time)
+# console's browser tests, valgrind for the instruction-count check (bench/instructions.sh).
+apt_packages=(build-essential pkg-config cmake libssl-dev openssl python3 python3-venv kcat postgresql postgresql-client curl chromium time valgrind)
 missing=()
 for p in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 mod compaction;
 mod fixture;
 mod load;
+mod requests;
 mod txn;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -76,6 +77,17 @@ enum Cmd {
         /// Start and drop only (no client).
         #[arg(long)]
         broker_only: bool,
+    },
+    /// A fixed sequence of Produce then Fetch requests, for instruction counts.
+    Requests {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long, default_value = "instructions")]
+        topic: String,
+        #[arg(long)]
+        produce: usize,
+        #[arg(long, default_value_t = 0)]
+        fetch: usize,
     },
     /// Create a topic (some brokers, like Tansu, do not auto-create).
     CreateTopic {
@@ -439,6 +451,12 @@ async fn create_topic(bootstrap: &str, topic: &str, partitions: i32) -> anyhow::
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
         Cmd::Fixture { reps, broker_only } => fixture::run(reps, broker_only)?,
+        Cmd::Requests {
+            bootstrap,
+            topic,
+            produce,
+            fetch,
+        } => requests::run(&bootstrap, &topic, produce, fetch)?,
         Cmd::Load {
             bootstrap,
             topic,
