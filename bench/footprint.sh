@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Footprint: time from `finstream broker` start to accepting connections, idle RSS, release
-# binary size, cold and warm release build times (COLD=0 skips the cold build).
+# Footprint: time from `finstream broker` start to its first ApiVersions answer (ready; a
+# TCP connect alone succeeds as soon as the listener is bound, before the logs are
+# recovered), idle RSS, release binary size, cold and warm release build times (COLD=0
+# skips the cold build).
 source "$(dirname "$0")/lib.sh"
 OUT=$RESULTS/footprint.jsonl
 : > "$OUT"
@@ -17,15 +19,22 @@ cp "$FINSTREAM" /tmp/finstream-stripped && strip /tmp/finstream-stripped && stri
 for rep in $(seq 1 "$REPS"); do
   dir=$(mktemp -d)
   python3 - "$FINSTREAM" "$dir" <<'PY' | tee -a "$OUT"
-import json, socket, subprocess, sys, time
+import json, socket, struct, subprocess, sys, time
 binary, d = sys.argv[1], sys.argv[2]
+def answered(port):
+    c = socket.create_connection(("127.0.0.1", port), timeout=10)
+    body = struct.pack(">hhih", 18, 0, 1, -1)  # ApiVersions v0, correlation id 1, no client id
+    c.sendall(struct.pack(">i", len(body)) + body)
+    ok = len(c.recv(8)) >= 8
+    c.close()
+    return ok
 s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
 t0 = time.perf_counter()
 p = subprocess.Popen([binary, "broker", "--listen", f"127.0.0.1:{port}", "--http", "off", "--data-dir", d + "/data"],
                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 while True:
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.05).close(); break
+        if answered(port): break
     except OSError:
         time.sleep(0.0005)
 ready_ms = (time.perf_counter() - t0) * 1000
