@@ -21,34 +21,9 @@ bytes=$(du -sb "$work/data/logs" | cut -f1)
 for rep in $(seq 1 "$REPS"); do
   for cache in cold warm; do
     [ "$cache" = cold ] && { sync; echo 3 > /proc/sys/vm/drop_caches; }
-    python3 - "$FINSTREAM" "$work/data" "$(free_port)" "$cache" "$rep" "$segments" "$bytes" <<'PY' | tee -a "$OUT"
-import json, socket, struct, subprocess, sys, time
-binary, data, port, cache, rep, segments, size = sys.argv[1:8]
-port = int(port)
-def answered():
-    s = socket.create_connection(("127.0.0.1", port), timeout=60)
-    body = struct.pack(">hhih", 18, 0, 1, -1)  # ApiVersions v0, correlation id 1, no client id
-    s.sendall(struct.pack(">i", len(body)) + body)
-    ok = len(s.recv(8)) >= 8
-    s.close()
-    return ok
-t0 = time.perf_counter()
-p = subprocess.Popen([binary, "broker", "--listen", f"127.0.0.1:{port}", "--http", "off", "--data-dir", data],
-                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-accepted = None
-while True:
-    try:
-        socket.create_connection(("127.0.0.1", port), timeout=0.05).close()
-        accepted = accepted or time.perf_counter() - t0
-        if answered():
-            break
-    except OSError:
-        time.sleep(0.001)
-ready = time.perf_counter() - t0
-p.kill(); p.wait()
-print(json.dumps({"rep": int(rep), "cache": cache, "log_bytes": int(size), "segments": int(segments),
-                  "tcp_accept_ms": round(accepted * 1000, 1), "ready_ms": round(ready * 1000, 1)}))
-PY
+    python3 "$ROOT/bench/broker_start.py" "$FINSTREAM" "$work/data" --kill |
+      python3 -c "import json, sys; r = json.load(sys.stdin); r.update(rep=$rep, cache='$cache', log_bytes=$bytes, segments=$segments); print(json.dumps(r))" |
+      tee -a "$OUT"
   done
 done
 python3 "$ROOT/bench/report.py"
