@@ -24,6 +24,8 @@ const ATTRIBUTES_AT: usize = 21;
 pub(crate) const TRANSACTIONAL: i16 = 0x10;
 /// Attribute bit of a control batch.
 pub(crate) const CONTROL: i16 = 0x20;
+/// Attribute bit: timestamps are LogAppendTime.
+pub(crate) const LOG_APPEND_TIME: i16 = 0x08;
 /// Smallest possible encoded record (length, attributes, 2 deltas, key/value lengths, header count).
 const MIN_RECORD_LEN: usize = 7;
 
@@ -96,6 +98,8 @@ pub struct BatchInfo {
     pub transactional: bool,
     /// A control batch: a transaction marker written by the broker (attribute bit 5).
     pub control: bool,
+    /// LogAppendTime (attribute bit 3): every record's timestamp is `max_timestamp`.
+    pub log_append_time: bool,
 }
 
 pub(crate) fn be_i64(b: &[u8], at: usize) -> i64 {
@@ -129,6 +133,7 @@ pub fn info(b: &[u8]) -> Option<BatchInfo> {
         record_count: be_i32(b, 57),
         transactional: attributes & TRANSACTIONAL != 0,
         control: attributes & CONTROL != 0,
+        log_append_time: attributes & LOG_APPEND_TIME != 0,
     })
 }
 

@@ -147,9 +147,6 @@ pub(crate) fn decode_into(
             continue;
         }
         let recs = records::decode(b, INFLATE_LIMIT).map_err(|e| (base, e.to_string()))?;
-        // LogAppendTime (attribute bit 3): every record carries the batch's max timestamp.
-        let log_append_time = b[22] & 0x08 != 0;
-        let (base_ts, max_ts) = (batch::be_i64(b, 27), info.max_timestamp);
         for r in &recs.recs {
             let offset = base + r.offset_delta;
             if offset < from {
@@ -158,10 +155,10 @@ pub(crate) fn decode_into(
             let headers = recs.headers(r).map_err(|e| (base, e.to_string()))?;
             out.push(Record {
                 offset,
-                timestamp: if log_append_time {
-                    max_ts
+                timestamp: if info.log_append_time {
+                    info.max_timestamp
                 } else {
-                    base_ts + r.timestamp_delta
+                    info.base_timestamp + r.timestamp_delta
                 },
                 key: recs.key(r).map(<[u8]>::to_vec),
                 value: recs.value(r).map(<[u8]>::to_vec),

@@ -8,12 +8,10 @@
 use std::ops::Range;
 
 use super::codec::{self, CodecError};
-use crate::batch::{be_i32, be_i64, read_varint, write_varint, HEADER_LEN};
+use crate::batch::{be_i32, be_i64, read_varint, write_varint, HEADER_LEN, LOG_APPEND_TIME};
 
 /// Attribute bit: the base timestamp is the batch's delete horizon (KIP-534).
 pub const DELETE_HORIZON: i16 = 0x40;
-/// Attribute bit: LogAppendTime (every record's timestamp is the max timestamp).
-const LOG_APPEND_TIME: i16 = 0x08;
 
 /// Why a batch's records could not be read or written.
 #[derive(Debug, thiserror::Error)]
