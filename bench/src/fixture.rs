@@ -10,15 +10,9 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::json;
 
+/// This process's resident memory, in KiB.
 fn rss_kb() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    crate::load::rss_mib(Some(std::process::id())).map_or(0, |mib| (mib * 1024.0) as u64)
 }
 
 fn ms(d: Duration) -> f64 {

@@ -88,7 +88,8 @@ fn measure(bootstrap: &str, topic: &str, seconds: u64) -> anyhow::Result<(f64, u
     Ok((acked as f64 / start.elapsed().as_secs_f64(), failed))
 }
 
-fn rss_mib(pid: Option<u32>) -> Option<f64> {
+/// Resident memory of process `pid`, in MiB.
+pub(crate) fn rss_mib(pid: Option<u32>) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
     let kib: f64 = status
         .lines()
@@ -103,13 +104,9 @@ fn rss_mib(pid: Option<u32>) -> Option<f64> {
 /// Sends one 100-byte message per Produce request (acks=-1) at `rate` requests per second
 /// until `stop`; returns (acknowledged, failed).
 fn raw_producer(addr: &str, topic: &str, rate: u64, stop: &AtomicBool) -> (u64, u64) {
-    use bytes::{BufMut, BytesMut};
     use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
-    use kafka_protocol::messages::{
-        ApiKey, ProduceRequest, ProduceResponse, RequestHeader, TopicName,
-    };
-    use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-    use std::io::Read;
+    use kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, TopicName};
+    use kafka_protocol::protocol::{Decodable, StrBytes};
     let Ok(mut sock) = TcpStream::connect(addr) else {
         return (0, 0);
     };
@@ -137,41 +134,15 @@ fn raw_producer(addr: &str, topic: &str, rate: u64, stop: &AtomicBool) -> (u64, 
                 .with_partition_data(vec![PartitionProduceData::default()
                     .with_index(0)
                     .with_records(Some(batch.clone()))])]);
-        let mut body = BytesMut::new();
-        let header = RequestHeader::default()
-            .with_request_api_key(ApiKey::Produce as i16)
-            .with_request_api_version(9)
-            .with_correlation_id(sent as i32);
-        if header
-            .encode(&mut body, ApiKey::Produce.request_header_version(9))
-            .is_err()
-            || req.encode(&mut body, 9).is_err()
-        {
-            return (acked, failed + 1);
-        }
-        let mut frame = BytesMut::with_capacity(body.len() + 4);
-        frame.put_i32(body.len() as i32);
-        frame.put_slice(&body);
-        let mut len = [0u8; 4];
-        if sock.write_all(&frame).is_err() || sock.read_exact(&mut len).is_err() {
-            return (acked, failed + 1);
-        }
-        let mut resp = vec![0u8; (i32::from_be_bytes(len).max(0) as usize).min(1 << 20)];
-        if sock.read_exact(&mut resp).is_err() {
-            return (acked, failed + 1);
-        }
-        let mut buf = bytes::Bytes::from(resp);
-        let ok = kafka_protocol::messages::ResponseHeader::decode(
-            &mut buf,
-            ApiKey::Produce.response_header_version(9),
-        )
-        .ok()
-        .and_then(|_| ProduceResponse::decode(&mut buf, 9).ok())
-        .is_some_and(|r| {
-            r.responses
-                .iter()
-                .all(|t| t.partition_responses.iter().all(|p| p.error_code == 0))
-        });
+        let ok = crate::requests::frame(ApiKey::Produce, 9, sent as i32, &req)
+            .and_then(|f| crate::requests::call(&mut sock, &f, ApiKey::Produce, 9))
+            .ok()
+            .and_then(|mut buf| ProduceResponse::decode(&mut buf, 9).ok())
+            .is_some_and(|r| {
+                r.responses
+                    .iter()
+                    .all(|t| t.partition_responses.iter().all(|p| p.error_code == 0))
+            });
         if ok {
             acked += 1;
         } else {

@@ -21,7 +21,7 @@ const RECORDS: usize = 100;
 const VALUE: [u8; 100] = [b'x'; 100];
 
 /// A length-prefixed request frame.
-fn frame<R: Encodable>(
+pub(crate) fn frame<R: Encodable>(
     key: ApiKey,
     version: i16,
     correlation: i32,
@@ -42,7 +42,12 @@ fn frame<R: Encodable>(
 }
 
 /// Sends `frame` and returns the response body after its header.
-fn call(sock: &mut TcpStream, frame: &[u8], key: ApiKey, version: i16) -> anyhow::Result<Bytes> {
+pub(crate) fn call(
+    sock: &mut TcpStream,
+    frame: &[u8],
+    key: ApiKey,
+    version: i16,
+) -> anyhow::Result<Bytes> {
     sock.write_all(frame)?;
     let mut len = [0u8; 4];
     sock.read_exact(&mut len)?;
