@@ -26,11 +26,17 @@ import time
 TICK = os.sysconf("SC_CLK_TCK")
 
 
-def proc_cpu(pid):
-    """utime + stime of a process (its threads included, exited ones too), in seconds."""
-    with open(f"/proc/{pid}/stat") as f:
+def stat_cpu(path, children=False):
+    """utime + stime (and with `children`, the time of waited-for children) from a
+    /proc stat file, in seconds."""
+    with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICK
+    return sum(int(x) for x in fields[11:15 if children else 13]) / TICK
+
+
+def proc_cpu(pid):
+    """CPU of a process (its threads included, exited ones too), in seconds."""
+    return stat_cpu(f"/proc/{pid}/stat")
 
 
 def postgres_cpu():
@@ -42,9 +48,7 @@ def postgres_cpu():
             with open(f"/proc/{pid}/comm") as f:
                 if f.read().strip() != "postgres":
                     continue
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += sum(int(x) for x in fields[11:15]) / TICK
+            total += stat_cpu(f"/proc/{pid}/stat", children=True)
         except (FileNotFoundError, ProcessLookupError, IndexError):
             pass
     return total
@@ -57,9 +61,7 @@ def threads(pid):
         try:
             with open(f"/proc/{pid}/task/{tid}/comm") as f:
                 comm = f.read().strip()
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            out[tid] = (comm, (int(fields[11]) + int(fields[12])) / TICK)
+            out[tid] = (comm, stat_cpu(f"/proc/{pid}/task/{tid}/stat"))
         except (FileNotFoundError, ProcessLookupError):
             pass
     return out

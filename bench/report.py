@@ -169,29 +169,22 @@ def cpu_budget_table():
     rows = load("cpu_budget.jsonl")
     if not rows:
         return "_not run yet_"
-    n = rows[0]["rows"]
-    per_m = 1_000_000 / n
-    stages = []
-    for r in rows:
-        if r["stage"] not in stages:
-            stages.append(r["stage"])
-    med = lambda st, key="cpu_s": statistics.median([r[key] for r in rows if r["stage"] == st])
-    split = ["read + clean", "producer client (librdkafka)", "broker ingest", "fetch (librdkafka consumer)",
-             "decode + COPY encoding (ours)", "broker fetch", "PostgreSQL (load)"]
-    total = sum(med(st) for st in split if st in stages)
+    per_m = 1_000_000 / rows[0]["rows"]
+    stages = {r["stage"] for r in rows}
+    med = lambda st: statistics.median([r["cpu_s"] for r in rows if r["stage"] == st])
+    col = lambda st, key="cpu_s": stats([r[key] * per_m for r in rows if r["stage"] == st])
+    split = [st for st in ("read + clean", "producer client (librdkafka)", "broker ingest", "fetch (librdkafka consumer)",
+                           "decode + COPY encoding (ours)", "broker fetch", "PostgreSQL (load)") if st in stages]
+    total = sum(med(st) for st in split)
     out = ["| stage | CPU-s per 1M rows | share |", "|---|---|---|"]
-    for st in split:
-        if st in stages:
-            out.append(f"| {st} | {stats([r['cpu_s'] * per_m for r in rows if r['stage'] == st])} | {med(st) / total:.0%} |")
+    out += [f"| {st} | {col(st)} | {med(st) / total:.0%} |" for st in split]
     out.append(f"| **sum of the stages** | {total * per_m:.2f} | 100% |")
     out += ["", "| run | our CPU-s | PostgreSQL CPU-s | wall s |", "|---|---|---|---|"]
-    if "all-in-one process" in stages:
-        out.append(f"| all-in-one | {stats([r['cpu_s'] * per_m for r in rows if r['stage'] == 'all-in-one process'])} | "
-                   f"{stats([r['cpu_s'] * per_m for r in rows if r['stage'] == 'all-in-one PostgreSQL'])} | "
-                   f"{stats([r['wall_s'] * per_m for r in rows if r['stage'] == 'all-in-one process'])} |")
+    aio, aio_pg = "all-in-one process", "all-in-one PostgreSQL"
+    if aio in stages:
+        out.append(f"| all-in-one | {col(aio)} | {col(aio_pg)} | {col(aio, 'wall_s')} |")
     copy_pg, copy_client = "psql \\copy PostgreSQL", "psql \\copy client"
     if copy_pg in stages:
-        col = lambda st, key="cpu_s": stats([r[key] * per_m for r in rows if r["stage"] == st])
         out.append(f"| psql \\\\copy of the cleaned rows | {col(copy_client)} (psql) | {col(copy_pg)} | {col(copy_pg, 'wall_s')} |")
     return "\n".join(out)
 
