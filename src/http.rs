@@ -157,7 +157,7 @@ async fn route(path: &str, query: &str, console: &Console) -> Response {
         },
         _ => console::route(console, path, query)
             .await
-            .unwrap_or_else(|| text("404 Not Found", "not found\n")),
+            .unwrap_or_else(Response::not_found),
     }
 }
 

@@ -6,7 +6,7 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -19,17 +19,12 @@ fn api(http: &str, path: &str) -> (u16, Value) {
     (code, json)
 }
 
-/// Polls `path` until `check` accepts it (or 60 s pass, failing with the last answer).
+/// Polls `path` until `check` accepts its JSON (or 60 s pass, failing with the last answer).
 fn api_until(http: &str, path: &str, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, v) = api(http, path);
-        if check(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{what}: {path} answered {v:#}");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    let accepts = |body: &str| serde_json::from_str(body).is_ok_and(|v| check(&v));
+    let (_, body) = http_poll(http, path, Duration::from_secs(60), |_, b| accepts(b));
+    assert!(accepts(&body), "{what}: {path} answered {body}");
+    serde_json::from_str(&body).unwrap()
 }
 
 fn sources(v: &Value) -> Vec<&str> {

@@ -98,14 +98,7 @@ fn metrics_health_and_status_page() {
 
 /// Polls `path` until `check` accepts the body (or 30 s pass, returning the last body).
 fn poll(addr: &str, path: &str, check: impl Fn(u16, &str) -> bool) -> (u16, String) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let (code, body) = get(addr, path);
-        if check(code, &body) || std::time::Instant::now() > deadline {
-            return (code, body);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    http_poll(addr, path, Duration::from_secs(30), check)
 }
 
 /// The consumer's endpoint, configured the way deploy/docker-compose.yml configures the

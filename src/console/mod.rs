@@ -52,7 +52,8 @@ impl Response {
         }
     }
 
-    fn not_found() -> Self {
+    /// 404, in plain text.
+    pub fn not_found() -> Self {
         Response {
             status: "404 Not Found",
             ctype: "text/plain; charset=utf-8",

@@ -650,3 +650,21 @@ pub fn http_get(addr: &str, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (code, body)
 }
+
+/// Polls `GET path` until `check` accepts the answer, or `within` passes; returns the last
+/// answer either way.
+pub fn http_poll(
+    addr: &str,
+    path: &str,
+    within: Duration,
+    check: impl Fn(u16, &str) -> bool,
+) -> (u16, String) {
+    let deadline = Instant::now() + within;
+    loop {
+        let (code, body) = http_get(addr, path);
+        if check(code, &body) || Instant::now() > deadline {
+            return (code, body);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
