@@ -107,8 +107,9 @@ pub(super) fn recover(dir: &Path) -> Result<(), StorageError> {
     Ok(())
 }
 
-/// Step 3: the old segments with bases in `(base, end)` go, the swap file becomes
-/// `<base>.log`. The caller fsyncs the directory.
+/// Step 3: the old segments with bases in `(base, end)` go, with their summaries and the
+/// summary of `<base>.log`, and the swap file becomes `<base>.log`. The caller fsyncs the
+/// directory.
 fn finish_swap(dir: &Path, base: i64, end: i64, swap: &Path) -> Result<(), StorageError> {
     for entry in fs::read_dir(dir).map_err(io_err(dir))? {
         let path = entry.map_err(io_err(dir))?.path();
@@ -117,10 +118,11 @@ fn finish_swap(dir: &Path, base: i64, end: i64, swap: &Path) -> Result<(), Stora
             .and_then(|n| n.to_str())
             .and_then(|n| n.strip_suffix(SUFFIX))
             .and_then(|n| n.parse::<i64>().ok());
-        if old.is_some_and(|o| o > base && o < end) {
-            fs::remove_file(&path).map_err(io_err(&path))?;
+        if let Some(old) = old.filter(|&o| o > base && o < end) {
+            super::trim::remove_segment(dir, old, &path)?;
         }
     }
+    super::summary::remove(dir, base)?;
     let target = dir.join(segment_name(base));
     fs::rename(swap, &target).map_err(io_err(&target))
 }

@@ -224,6 +224,17 @@ impl SegmentLog {
         if !still_there {
             return fs::remove_file(tmp).map_err(io_err(tmp));
         }
+        // The summaries of the group go before the new segment becomes the truth.
+        for s in self
+            .segments
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+        {
+            if s.base >= base && s.base < end {
+                super::super::summary::remove(&self.dir, s.base)?;
+            }
+        }
         let swap = self.dir.join(format!("{base:020}.{end:020}{SWAP}"));
         fs::rename(tmp, &swap).map_err(io_err(&swap))?;
         sync_dir(&self.dir)?;

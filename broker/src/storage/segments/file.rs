@@ -107,19 +107,22 @@ pub(super) fn header(
     pos: u64,
     read_ahead: usize,
 ) -> Result<Option<Header>, StorageError> {
-    let Some(h) = cur.get(pos, HEADER_LEN as u64, read_ahead)? else {
-        return Ok(None);
-    };
-    let batch_length = be_i32(&h, 8);
-    if batch_length < (HEADER_LEN - 12) as i32 || !batch::is_v2(&h) {
-        return Ok(None);
+    Ok(cur
+        .get(pos, HEADER_LEN as u64, read_ahead)?
+        .and_then(|h| parse_header(&h)))
+}
+
+/// Sanity-checks and reads a batch header (at least [`HEADER_LEN`] bytes): `None` if it is
+/// not one.
+pub(super) fn parse_header(h: &[u8]) -> Option<Header> {
+    let info = batch::info(h.get(..HEADER_LEN)?)?;
+    let batch_length = be_i32(h, 8);
+    if batch_length < (HEADER_LEN - 12) as i32 || !batch::is_v2(h) {
+        return None;
     }
-    let Some(info) = batch::info(&h) else {
-        return Ok(None);
-    };
-    Ok(Some(Header {
-        base: be_i64(&h, 0),
+    Some(Header {
+        base: be_i64(h, 0),
         len: 12 + batch_length as u64,
         info,
-    }))
+    })
 }

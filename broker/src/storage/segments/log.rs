@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 
 use super::file::{header, Cursor};
-use super::scan::scan;
+use super::scan::{recover_segment, Rebuilt};
+use super::summary::SummaryWriter;
 use super::{io_err, segment_name, INDEX_INTERVAL, MAX_READ_AHEAD, SUFFIX};
 use crate::batch::{self, BatchInfo};
 use crate::error::StorageError;
@@ -66,6 +67,8 @@ pub(super) struct Writer {
     pub(super) producers: HashMap<i64, ProducerEntry>,
     pub(super) active: Arc<File>,
     pub(super) active_path: PathBuf,
+    /// The active segment's summary, completed when the segment closes.
+    pub(super) summary: SummaryWriter,
     /// Set when an fsync failed: no more writes until restart.
     pub(super) failed: Option<String>,
 }
@@ -107,6 +110,7 @@ impl SegmentLog {
         let mut producers: HashMap<i64, ProducerEntry> = HashMap::new();
         let mut txns = TxnIndex::default();
         let mut next = found.first().map_or(0, |f| f.0);
+        let mut active_summary = None;
         for (i, (base, path)) in found.into_iter().enumerate() {
             // Compaction may leave gaps between segments, never overlaps.
             if base < next {
@@ -118,14 +122,14 @@ impl SegmentLog {
                 });
             }
             next = base;
-            let last = i + 1 == count;
-            segments.push(recover_segment(
-                base,
-                path,
-                last,
-                &mut next,
-                (&mut producers, &mut txns),
-            )?);
+            let mut state = Rebuilt {
+                next: &mut next,
+                producers: &mut producers,
+                txns: &mut txns,
+            };
+            let (segment, summary) = recover_segment(&dir, base, path, i + 1 == count, &mut state)?;
+            segments.push(segment);
+            active_summary = summary;
         }
         let (Some(first), Some(active)) = (segments.first(), segments.last()) else {
             return Err(StorageError::Corrupt {
@@ -136,6 +140,7 @@ impl SegmentLog {
         let start_offset = super::trim::read_checkpoint(&dir)?
             .unwrap_or(first.base)
             .clamp(first.base, next);
+        let summary = active_summary.unwrap_or_else(|| SummaryWriter::create(&dir, active.base));
         let (active, active_path) = (active.file.clone(), active.path.clone());
         let active_since = segments
             .last()
@@ -156,6 +161,7 @@ impl SegmentLog {
                 producers,
                 active,
                 active_path,
+                summary,
                 failed: None,
             }),
             segments: RwLock::new(segments),
@@ -168,7 +174,8 @@ impl SegmentLog {
 
     /// Closes the full active segment and starts one at `base`. The finished segment is
     /// made durable first, so only the last segment can ever hold a torn write.
-    fn roll(&self, w: &mut Writer, base: i64) -> Result<(), StorageError> {
+    /// The closed segment's summary is completed (`old_end`: its length).
+    fn roll(&self, w: &mut Writer, base: i64, old_end: u64) -> Result<(), StorageError> {
         if let Err(e) = w.active.sync_data() {
             w.failed = Some(e.to_string());
             return Err(StorageError::Failed {
@@ -198,6 +205,7 @@ impl SegmentLog {
             });
         w.active = file;
         w.active_path = path;
+        std::mem::replace(&mut w.summary, SummaryWriter::create(&self.dir, base)).finish(old_end);
         Ok(())
     }
 
@@ -293,7 +301,7 @@ impl Log for SegmentLog {
             segments.last().map_or(0, |s| s.end)
         };
         let pos = if pos > 0 && self.full(pos + len) {
-            self.roll(w, base)?;
+            self.roll(w, base, pos)?;
             0
         } else {
             pos
@@ -305,13 +313,20 @@ impl Log for SegmentLog {
         // The stored batch differs from the received one only in its first 16 bytes (as
         // in [`batch::with_base_offset`]: base offset, and partition leader epoch 0). A
         // failed write leaves the log end where it was: the next batch overwrites the rest.
-        let mut head = [0u8; 16];
+        let mut head = [0u8; batch::HEADER_LEN];
         head[..8].copy_from_slice(&base.to_be_bytes());
         head[8..12].copy_from_slice(&b[8..12]);
+        head[16..].copy_from_slice(&b[16..batch::HEADER_LEN]);
         w.active
-            .write_all_at(&head, pos)
+            .write_all_at(&head[..16], pos)
             .and_then(|()| w.active.write_all_at(&b[16..], pos + 16))
             .map_err(io_err(&w.active_path))?;
+        let marker = if info.control {
+            crate::control::marker_of(b)
+        } else {
+            None
+        };
+        w.summary.push(&head, marker);
         {
             let mut segments = self.segments.write().unwrap_or_else(|e| e.into_inner());
             if let Some(s) = segments.last_mut() {
@@ -498,7 +513,7 @@ impl Log for SegmentLog {
 fn drop_below(dir: &Path, segments: &mut Vec<Segment>, start: i64) -> Result<(), StorageError> {
     let n = super::trim::wholly_below(segments, start);
     for s in segments.drain(..n) {
-        fs::remove_file(&s.path).map_err(io_err(&s.path))?;
+        super::trim::remove_segment(dir, s.base, &s.path)?;
     }
     if n > 0 {
         sync_dir(dir)?;
@@ -538,51 +553,4 @@ fn segment_files(dir: &Path) -> Result<Vec<(i64, PathBuf)>, StorageError> {
         found.push((0, path));
     }
     Ok(found)
-}
-
-/// Opens one segment and walks it (see [`scan`]). A torn tail of the last segment (a crash
-/// after its batches were written, before they were acknowledged) is cut off; damage in an
-/// earlier segment, which was synced, is refused.
-fn recover_segment(
-    base: i64,
-    path: PathBuf,
-    last: bool,
-    next: &mut i64,
-    state: (&mut HashMap<i64, ProducerEntry>, &mut TxnIndex),
-) -> Result<Segment, StorageError> {
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(&path)
-        .map_err(io_err(&path))?;
-    let len = file.metadata().map_err(io_err(&path))?.len();
-    let mut segment = Segment {
-        base,
-        file: Arc::new(file),
-        path,
-        end: 0,
-        index: Vec::new(),
-        since_index: 0,
-    };
-    let Some(problem) = scan(&mut segment, len, last, next, state)? else {
-        return Ok(segment);
-    };
-    if !last {
-        return Err(StorageError::Corrupt {
-            what: segment.path.display().to_string(),
-            detail: format!("at byte {}: {problem}", segment.end),
-        });
-    }
-    tracing::warn!(
-        segment = %segment.path.display(),
-        at = segment.end,
-        dropped_bytes = len - segment.end,
-        "cutting the unacknowledged tail of a log after a crash: {problem}"
-    );
-    segment
-        .file
-        .set_len(segment.end)
-        .and_then(|()| segment.file.sync_all())
-        .map_err(io_err(&segment.path))?;
-    Ok(segment)
 }

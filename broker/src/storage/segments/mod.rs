@@ -5,10 +5,11 @@
 //! offsets, producer ids) and `logs/<topic>-<partition>/<base offset, 20 digits>.log`.
 //! A segment file is the partition's record batches back to back, exactly as they are
 //! served (RecordBatch v2, `baseOffset` set), so each byte is written once and read back
-//! with one `pread` per fetch. Nothing else is stored per batch: the batch headers carry
-//! everything the broker needs, so at open the log rebuilds from them a sparse in-memory
-//! index (one entry per ~4 KiB: first offset, file position, max timestamp of the entries'
-//! batches) and the idempotent producers' sequence state.
+//! with one `pread` per fetch. The batch headers carry everything the broker needs: at open
+//! the log rebuilds from them a sparse in-memory index (one entry per ~4 KiB: first offset,
+//! file position, max timestamp of the entries' batches), the idempotent producers'
+//! sequence state and the transaction index. A closed segment's headers are also kept in
+//! its summary, `<base>.headers` ([`summary`]), read sequentially at open instead.
 //!
 //! Durability, meeting the contract of [`super`]:
 //! * [`Log::append`] writes the batch into the page cache (`pwrite`) at the log end.
@@ -19,19 +20,22 @@
 //!   last is complete on disk.
 //! * At open, the last segment of each log is checked batch by batch (length, magic,
 //!   offsets, CRC32C) and cut at the first batch that fails: what a crash tore off was never
-//!   acknowledged. A bad batch in an earlier segment is corruption of synced data: the
-//!   store refuses to open and names the file and position.
+//!   acknowledged. An earlier segment is recovered from its summary when that checks out
+//!   against it; otherwise its headers are walked, and a bad one is corruption of synced
+//!   data: the store refuses to open and names the file and position. (A read that meets a
+//!   bad header names them too.)
 //! * After an fsync error the log refuses writes until the broker restarts: Linux may have
 //!   dropped the pages that failed, so a later fsync could succeed without them.
 //!
-//! Files: [`file`] reads a segment (the `pread` cursor, batch headers), [`scan`] walks a
-//! segment at open (recovery), [`log`] is one partition's log, and this module the set of
-//! logs of a data directory.
+//! Files: [`file`] reads a segment (the `pread` cursor, batch headers), [`scan`] recovers a
+//! segment at open, [`summary`] keeps segment summaries, [`log`] is one partition's log,
+//! and this module the set of logs of a data directory.
 
 mod compact;
 mod file;
 mod log;
 mod scan;
+mod summary;
 mod trim;
 
 use std::collections::HashMap;
@@ -186,3 +190,7 @@ mod tests;
 #[cfg(test)]
 #[path = "compact_tests.rs"]
 mod compact_tests;
+
+#[cfg(test)]
+#[path = "summary_tests.rs"]
+mod summary_tests;

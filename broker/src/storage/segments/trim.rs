@@ -47,6 +47,12 @@ pub(super) fn write_atomically(dir: &Path, name: &str, text: &str) -> Result<(),
     sync_dir(dir)
 }
 
+/// Removes a segment file and, first, its summary.
+pub(super) fn remove_segment(dir: &Path, base: i64, path: &Path) -> Result<(), StorageError> {
+    super::summary::remove(dir, base)?;
+    fs::remove_file(path).map_err(io_err(path))
+}
+
 /// How many of `segments` (oldest first) lie wholly below `start`: every one whose
 /// successor begins at or below it, never the last.
 pub(super) fn wholly_below(segments: &[Segment], start: i64) -> usize {
@@ -76,13 +82,13 @@ impl SegmentLog {
         self.start_offset.store(start, Ordering::Release);
         // Compaction swaps files too: one at a time.
         let _files = self.files.lock().unwrap_or_else(|e| e.into_inner());
-        let gone: Vec<PathBuf> = {
+        let gone: Vec<(i64, PathBuf)> = {
             let mut segments = self.segments.write().unwrap_or_else(|e| e.into_inner());
             let n = wholly_below(&segments, start);
-            segments.drain(..n).map(|s| s.path).collect()
+            segments.drain(..n).map(|s| (s.base, s.path)).collect()
         };
-        for path in &gone {
-            fs::remove_file(path).map_err(io_err(path))?;
+        for (base, path) in &gone {
+            remove_segment(&self.dir, *base, path)?;
         }
         if !gone.is_empty() {
             sync_dir(&self.dir)?;
