@@ -10,6 +10,7 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
 mod compaction;
+mod e2e;
 mod fixture;
 mod load;
 mod requests;
@@ -143,6 +144,22 @@ enum Cmd {
         /// Write `send_unix_ms latency_us` per message here.
         #[arg(long)]
         dump: Option<std::path::PathBuf>,
+    },
+    /// RATE messages a second (acks=all, linger 0): time from send until a librdkafka
+    /// consumer receives each, optionally beside LOAD_RATE messages a second of other load.
+    E2e {
+        #[arg(long)]
+        bootstrap: String,
+        #[arg(long, default_value = "e2e")]
+        topic: String,
+        #[arg(long, default_value_t = 1000)]
+        rate: u64,
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value_t = 100)]
+        size: usize,
+        #[arg(long, default_value_t = 0)]
+        load_rate: u64,
     },
     /// A trickle of messages; time from send to the row committed in PostgreSQL.
     Latency {
@@ -545,6 +562,22 @@ fn main() -> anyhow::Result<()> {
                 "{}",
                 txn::run(&bootstrap, &topic, messages, size, txn_messages)?
             );
+        }
+        Cmd::E2e {
+            bootstrap,
+            topic,
+            rate,
+            seconds,
+            size,
+            load_rate,
+        } => {
+            let shape = e2e::Shape {
+                rate,
+                seconds,
+                size,
+                load_rate,
+            };
+            println!("{}", e2e::run(&bootstrap, &topic, &shape)?);
         }
         Cmd::Latency {
             bootstrap,
