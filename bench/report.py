@@ -126,6 +126,39 @@ def latency_table():
         f"{stats([r['p50_ms'] for r in rs])} | {stats([r['p99_ms'] for r in rs])} | {stats([r['max_ms'] for r in rs])} |"])
 
 
+def broker_cpu_table():
+    rows = load("broker_cpu.jsonl")
+    if not rows:
+        return "_not run yet_"
+    n = rows[0]["messages"]
+    out = [f"{n:,} × 100 B produced (acks=all, idempotent) and consumed, {len(rows) // 2} reps each", "",
+           "| broker | broker CPU-s (user + system) | produce msgs/s | consume msgs/s |", "|---|---|---|---|"]
+    med = {}
+    for kind in ("finstream", "tansu-memory"):
+        rs = [r for r in rows if r["broker"] == kind]
+        if rs:
+            med[kind] = statistics.median(r["cpu_s"] for r in rs)
+            out.append(f"| {kind} | {stats([r['cpu_s'] for r in rs])} | {stats([r['result']['produce_msgs_per_s'] for r in rs])} | "
+                       f"{stats([r['result']['consume_msgs_per_s'] for r in rs])} |")
+    if len(med) == 2 and med["tansu-memory"] > 0:
+        out += ["", f"finstream's broker CPU is **{med['finstream'] / med['tansu-memory']:.2f}x** Tansu memory's (medians, same run)."]
+    return "\n".join(out)
+
+
+def e2e_table():
+    rows = load("e2e.jsonl")
+    if not rows:
+        return "_not run yet_"
+    out = ["| background load msgs/s | rate msgs/s | seconds | received/sent | p50 ms | p99 ms | p99.9 ms | max ms |",
+           "|---|---|---|---|---|---|---|---|"]
+    for load_rate in sorted({r["result"]["load_rate"] for r in rows}):
+        rs = [r["result"] for r in rows if r["result"]["load_rate"] == load_rate]
+        k = lambda key: stats([r[key] for r in rs])
+        out.append(f"| {load_rate:,} | {rs[0]['rate']} | {rs[0]['seconds']} | {sum(r['received'] for r in rs)}/{sum(r['sent'] for r in rs)} | "
+                   f"{k('p50_ms')} | {k('p99_ms')} | {k('p999_ms')} | {k('max_ms')} |")
+    return "\n".join(out)
+
+
 def txn_table():
     rows = load("txn.jsonl")
     if not rows:
@@ -268,6 +301,8 @@ def main():
     doc = replace(doc, "broker", broker)
     doc = replace(doc, "pipeline", pipeline_table())
     doc = replace(doc, "latency", latency_table())
+    doc = replace(doc, "e2e", e2e_table())
+    doc = replace(doc, "broker_cpu", broker_cpu_table())
     doc = replace(doc, "footprint", footprint_table())
     doc = replace(doc, "fixture", fixture_table())
     doc = replace(doc, "cpu_budget", cpu_budget_table())
