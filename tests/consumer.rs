@@ -69,6 +69,46 @@ async fn hundred_thousand_rows_arrive_exactly_once_with_the_right_values() {
     broker.shutdown().await.unwrap();
 }
 
+/// Closing the consumer waits for the coordinator's answer to LeaveGroup. With the broker on
+/// the same runtime, as in all-in-one, the worker blocked on it must not be one the broker
+/// needs: with one worker it is the only one, so without care LeaveGroup is answered only
+/// after librdkafka gives up on it, and the member stays in the group.
+#[tokio::test(flavor = "multi_thread", worker_threads = 1)]
+async fn the_consumer_leaves_its_group_when_the_broker_shares_its_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("tx.csv");
+    generate_csv(&csv, 1_000, 3);
+    let db = TestDb::new("leave").await;
+    let broker = start_broker(None).await;
+    let bs = broker.bootstrap_servers();
+    produce_csv(&bs, "tx", &csv).await;
+    let members = || {
+        let groups = broker.view().groups();
+        let group = groups.iter().find(|g| g.id == "finstream-test");
+        group.map(|g| (g.members, g.state))
+    };
+    // On the worker, as all-in-one runs it (the test's own future runs on another thread).
+    let mut cfg = consume_cfg(&bs, "tx", &db.url);
+    cfg.stop_at_end = false;
+    let (_stop_tx, stop) = watch::channel(false);
+    let (_t_tx, targets) = watch::channel::<Option<Targets>>(None);
+    let task = tokio::spawn(finstream_consumer::run(cfg, stop, targets));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while members().is_none_or(|(n, _)| n == 0) {
+        assert!(Instant::now() < deadline, "the consumer never joined");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Dropped on the worker: the consumer closes there.
+    task.abort();
+    assert!(task.await.unwrap_err().is_cancelled());
+    assert_eq!(
+        members(),
+        Some((0, "Empty")),
+        "the consumer left its group when it closed"
+    );
+    broker.shutdown().await.unwrap();
+}
+
 /// `finstream consume` into `url` with `extra` flags, output piped.
 fn consume_command(
     broker: &str,

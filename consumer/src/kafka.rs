@@ -169,7 +169,48 @@ impl ConsumerContext for Ctx {
     }
 }
 
-pub(crate) type KafkaConsumer = StreamConsumer<Ctx>;
+/// The group consumer. librdkafka's close (on drop) and unsubscribe wait for the group
+/// coordinator to answer: they run off the async workers ([`off_the_workers`]), since a
+/// worker blocked on them may hold the very task that would answer (all-in-one's embedded
+/// broker shares the runtime), which left the group only when LeaveGroup timed out.
+pub(crate) struct KafkaConsumer(Option<StreamConsumer<Ctx>>);
+
+impl std::ops::Deref for KafkaConsumer {
+    type Target = StreamConsumer<Ctx>;
+
+    fn deref(&self) -> &StreamConsumer<Ctx> {
+        match &self.0 {
+            Some(c) => c,
+            // `None` only inside `drop`.
+            None => unreachable!("consumer used after close"),
+        }
+    }
+}
+
+impl KafkaConsumer {
+    /// Leaves the group: unsubscribes and waits for the coordinator's answer.
+    pub(crate) fn unsubscribe(&self) {
+        off_the_workers(|| StreamConsumer::unsubscribe(self));
+    }
+}
+
+impl Drop for KafkaConsumer {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.take() {
+            off_the_workers(move || drop(c));
+        }
+    }
+}
+
+/// Runs `f`, which blocks on librdkafka, so that the async worker it is called on hands its
+/// other tasks to another thread first (a multi-thread runtime's `block_in_place`).
+pub(crate) fn off_the_workers<R>(f: impl FnOnce() -> R) -> R {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
 
 /// The group consumer, not subscribed yet (positions are checked first).
 pub(crate) fn consumer(cfg: &ConsumeConfig) -> Result<KafkaConsumer, KafkaError> {
@@ -204,6 +245,7 @@ pub(crate) fn consumer(cfg: &ConsumeConfig) -> Result<KafkaConsumer, KafkaError>
         durable: Mutex::default(),
         changes: Mutex::default(),
     })
+    .map(|c| KafkaConsumer(Some(c)))
 }
 
 /// High watermarks of every partition of the topic, now (0 for an empty log: nothing to

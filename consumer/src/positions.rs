@@ -26,7 +26,7 @@ impl Loader {
     pub(crate) fn ask_topic_id(&mut self) -> Option<String> {
         self.topic_checked = Instant::now();
         let asked = tokio::task::block_in_place(|| {
-            topic_id::topic_id(&self.consumer, &self.cfg.topic, ASK_TIMEOUT)
+            topic_id::topic_id(&*self.consumer, &self.cfg.topic, ASK_TIMEOUT)
         });
         match asked {
             Ok(id) => {

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::FutureExt;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::Offset;
@@ -372,8 +373,7 @@ impl Loader {
             }
         }
         // Leave the group cleanly; the final Kafka commit is best effort.
-        let _ =
-            tokio::task::block_in_place(|| self.consumer.commit_consumer_state(CommitMode::Sync));
+        let _ = kafka::off_the_workers(|| self.consumer.commit_consumer_state(CommitMode::Sync));
         self.consumer.unsubscribe();
         let c = self.tracker.counts();
         Ok(Summary {
@@ -478,18 +478,40 @@ pub async fn run(
             r = tokio::time::timeout(wait, loader.consumer.recv()) => r,
         };
         match msg {
-            Ok(Ok(m)) => {
-                let o = kafka::origin(&m);
-                match loader.tracker.offer(o.partition, o.offset) {
-                    Take::Yes => loader
-                        .building
-                        .take(&mut loader.tracker, &loader.cfg.topic, o),
-                    Take::Skip => {}
-                    Take::Check => {
-                        // The message must outlive the queries.
-                        let owned = m.detach();
-                        loader.check_and_take(&owned, &mut shutdown).await?;
+            Ok(Ok(first)) => {
+                // Take this message and those already waiting in librdkafka's queue in one
+                // go: the select, timer and clock reads of the loop come once per run of
+                // messages, not once per message.
+                let mut next = Some(first);
+                while let Some(m) = next.take() {
+                    let o = kafka::origin(&m);
+                    match loader.tracker.offer(o.partition, o.offset) {
+                        Take::Yes => {
+                            loader
+                                .building
+                                .take(&mut loader.tracker, &loader.cfg.topic, o)
+                        }
+                        Take::Skip => {}
+                        Take::Check => {
+                            // The message must outlive the queries.
+                            let owned = m.detach();
+                            loader.check_and_take(&owned, &mut shutdown).await?;
+                            break;
+                        }
                     }
+                    drop(m);
+                    if loader.building.len() >= loader.cfg.batch_size {
+                        break;
+                    }
+                    loader.apply_changes();
+                    next = match loader.consumer.recv().now_or_never() {
+                        Some(Ok(m)) => Some(m),
+                        Some(Err(e)) => {
+                            tracing::warn!("kafka: {e}");
+                            None
+                        }
+                        None => None,
+                    };
                 }
                 if loader.building.len() >= loader.cfg.batch_size {
                     loader.flush(&mut shutdown).await?;
