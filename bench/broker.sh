@@ -11,10 +11,7 @@ SMALL=${SMALL:-1000000}
 LARGE=${LARGE:-100000}
 OUT=$RESULTS/broker.jsonl
 build
-if ! command -v tansu >/dev/null; then
-  echo "installing Tansu 0.6.0 (one-time, slow)..." >&2
-  cargo install tansu --version 0.6.0 --features dynostore,libsql --locked -q
-fi
+ensure_tansu
 : > "$OUT"
 machine_json > "$RESULTS/machine.json"
 

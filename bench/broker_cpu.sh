@@ -8,10 +8,7 @@ source "$(dirname "$0")/lib.sh"
 N=${N:-1000000}
 OUT=$RESULTS/broker_cpu.jsonl
 build
-if ! command -v tansu >/dev/null; then
-  echo "installing Tansu 0.6.0 (one-time, slow)..." >&2
-  cargo install tansu --version 0.6.0 --features dynostore,libsql --locked -q
-fi
+ensure_tansu
 : > "$OUT"
 ticks=$(getconf CLK_TCK)
 cpu_s() { # pid -> utime + stime in seconds

@@ -16,6 +16,13 @@ free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
 }
 
+ensure_tansu() { # the peer broker of bench/broker.sh and broker_cpu.sh, installed once
+  if ! command -v tansu >/dev/null; then
+    echo "installing Tansu 0.6.0 (one-time, slow)..." >&2
+    cargo install tansu --version 0.6.0 --features dynostore,libsql --locked -q
+  fi
+}
+
 wait_port() { # host port
   for _ in $(seq 1 200); do
     if (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; then exec 3>&- 3<&-; return 0; fi

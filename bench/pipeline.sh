@@ -4,6 +4,8 @@
 # run (parse + clean, no network), plus peak RSS at 1x and 5x the size.
 #   bash bench/pipeline.sh                    # ROWS=1000000
 #   RESULTS=$(mktemp -d) ROWS=50000 REPS=1 bash bench/pipeline.sh  # smoke run (report beside its results)
+#   BASELINE=/path/to/old/finstream BASELINE_LABEL=14833a5 bash bench/pipeline.sh  # also an older
+#                                             # build's all-in-one, alternating with this one's
 source "$(dirname "$0")/lib.sh"
 ROWS=${ROWS:-1000000}
 PGURL_ADMIN=${PGURL_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
@@ -38,6 +40,13 @@ for rep in $(seq 1 "$REPS"); do
   n=$(psql "$url" -tAc "SELECT count(*) FROM transactions")
   [ "$n" = "$ROWS" ] || { echo "all-in-one loaded $n of $ROWS rows" >&2; exit 1; }
   echo "{\"run\":\"all-in-one\",\"rep\":$rep,\"rows\":$ROWS,\"seconds\":$secs,\"rows_per_s\":$(python3 -c "print($ROWS/$secs)"),\"peak_rss_kb\":$rss}" | tee -a "$OUT"
+
+  if [ -n "${BASELINE:-}" ]; then
+    psql "$url" -qc "DROP TABLE IF EXISTS transactions, finstream_offsets, finstream_dead_letters, finstream_gaps, finstream_schema_migrations"
+    rm -rf "$work/data"
+    read -r secs rss < <(peak_rss_kb "$BASELINE" all-in-one --csv "$work/tx.csv" --database-url "$url" --data-dir "$work/data" --scaler "$ROOT/data/scaler.json")
+    echo "{\"run\":\"all-in-one-before\",\"label\":\"${BASELINE_LABEL:-baseline}\",\"rep\":$rep,\"rows\":$ROWS,\"seconds\":$secs,\"rows_per_s\":$(python3 -c "print($ROWS/$secs)"),\"peak_rss_kb\":$rss}" | tee -a "$OUT"
+  fi
 
   # the limit: \copy of the same cleaned rows into the same (emptied) table
   psql "$url" -qc "\\copy transactions (amount, description) TO '$work/clean.csv' WITH (FORMAT csv)"

@@ -13,6 +13,7 @@ OFFICIAL = os.path.abspath(RES) == os.path.join(ROOT, "bench", "results")
 DOC = os.path.join(ROOT, "docs", "BENCHMARKS.md")
 OUT_DOC = DOC if OFFICIAL else os.path.join(RES, "BENCHMARKS.md")
 OUT_SVG = os.path.join(ROOT, "docs", "bench-throughput.svg") if OFFICIAL else os.path.join(RES, "bench-throughput.svg")
+OUT_BEFORE_AFTER = os.path.join(ROOT, "docs", "bench-before-after.svg") if OFFICIAL else os.path.join(RES, "bench-before-after.svg")
 
 
 def load(name):
@@ -98,16 +99,20 @@ def pipeline_table():
     for r in rows:
         by.setdefault(r["run"], []).append(r)
     out = ["| run | rows | rows/s | seconds | peak RSS MiB |", "|---|---|---|---|---|"]
-    for run in ("clean-only", "all-in-one", "psql-copy", "all-in-one-5x"):
+    for run in ("clean-only", "all-in-one", "all-in-one-before", "psql-copy", "all-in-one-5x"):
         rs = by.get(run)
         if not rs:
             continue
         rss = stats([r["peak_rss_kb"] / 1024 for r in rs]) if "peak_rss_kb" in rs[0] else "–"
-        out.append(f"| {run} | {rs[0]['rows']:,} | {stats([r['rows_per_s'] for r in rs])} | {stats([r['seconds'] for r in rs])} | {rss} |")
+        name = f"all-in-one, before ({rs[0]['label']})" if run == "all-in-one-before" else run
+        out.append(f"| {name} | {rs[0]['rows']:,} | {stats([r['rows_per_s'] for r in rs])} | {stats([r['seconds'] for r in rs])} | {rss} |")
     if "all-in-one" in by and "psql-copy" in by:
         a = statistics.median(r["rows_per_s"] for r in by["all-in-one"])
         c = statistics.median(r["rows_per_s"] for r in by["psql-copy"])
         out += ["", f"all-in-one reaches **{a / c:.0%}** of the `\\copy` limit (medians, same run)."]
+        if "all-in-one-before" in by:
+            b = statistics.median(r["rows_per_s"] for r in by["all-in-one-before"])
+            out[-1] += f" Before ({by['all-in-one-before'][0]['label']}), in the same run: {b / c:.0%}."
     if "all-in-one" in by and "all-in-one-5x" in by:
         r1 = statistics.median(r["peak_rss_kb"] for r in by["all-in-one"])
         r5 = statistics.median(r["peak_rss_kb"] for r in by["all-in-one-5x"])
@@ -286,6 +291,50 @@ def svg(medians):
         f.write("\n".join(parts) + "\n")
 
 
+def before_after_pairs():
+    """(what, unit, before, after, goal, lower is better) for each goal measured both ways
+    in one run: cold start (summaries removed vs used) and the pipeline (a BASELINE build)."""
+    pairs = []
+    cold = load("cold_start.jsonl")
+    for cache in ("cold", "warm"):
+        side = lambda rec: [r["ready_ms"] for r in cold if r.get("recovery") == rec and r["cache"] == cache]
+        if side("scan") and side("summaries"):
+            pairs.append((f"Cold start, 10 GB log, {cache} page cache: ready", "ms",
+                          statistics.median(side("scan")), statistics.median(side("summaries")), 1000 if cache == "cold" else None, True))
+    by = {}
+    for r in load("pipeline.jsonl"):
+        by.setdefault(r["run"], []).append(r["rows_per_s"])
+    if all(k in by for k in ("all-in-one", "all-in-one-before", "psql-copy")):
+        c = statistics.median(by["psql-copy"])
+        pairs.append(("Pipeline: all-in-one as a share of psql \\copy", "%",
+                      100 * statistics.median(by["all-in-one-before"]) / c, 100 * statistics.median(by["all-in-one"]) / c, 75, False))
+    return pairs
+
+
+def before_after_svg():
+    pairs = before_after_pairs()
+    if not pairs:
+        return
+    w, row = 760, 58
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{40 + row * len(pairs)}" font-family="sans-serif" font-size="11">',
+             '<text x="10" y="16" font-size="13">Issue 20, before (grey) and after (blue), medians of one run; the red line is the goal</text>']
+    for i, (what, unit, before, after, goal, lower) in enumerate(pairs):
+        y = 30 + i * row
+        top = max(before, after, goal or 0)
+        better = "lower is better" if lower else "higher is better"
+        parts.append(f'<text x="10" y="{y + 12}">{what} ({unit}, {better})</text>')
+        for j, (v, color) in enumerate(((before, "#a0aec0"), (after, "#2b6cb0"))):
+            bw = max(1, int((w - 140) * v / top))
+            parts.append(f'<rect x="10" y="{y + 18 + j * 15}" width="{bw}" height="13" fill="{color}"/>')
+            parts.append(f'<text x="{15 + bw}" y="{y + 29 + j * 15}">{v:,.0f} {unit}</text>')
+        if goal:
+            gx = 10 + int((w - 140) * goal / top)
+            parts.append(f'<line x1="{gx}" y1="{y + 15}" x2="{gx}" y2="{y + 50}" stroke="#e53e3e" stroke-width="2"/>')
+    parts.append("</svg>")
+    with open(OUT_BEFORE_AFTER, "w") as f:
+        f.write("\n".join(parts) + "\n")
+
+
 def replace(doc, name, body):
     start, end = f"<!-- results:{name} -->", f"<!-- /results:{name} -->"
     if start not in doc:
@@ -315,6 +364,7 @@ def main():
         doc = replace(doc, "machine", f"{m['date']} · {m['cores']} cores · {m['cpu']} · Linux {m['kernel']} · {m['rustc']}")
     open(OUT_DOC, "w").write(doc)
     svg(medians)
+    before_after_svg()
     if not OFFICIAL:
         print(f"report written to {OUT_DOC} (docs/ is only updated from bench/results)")
 
