@@ -9,7 +9,7 @@
 //! entries (u32), four zero bytes. Big-endian, like the batches.
 //!
 //! A summary is a cache, never the truth. It is written without fsync: at segment roll for
-//! the closed segment (entries are appended as batches are, 64 KiB at a time), and at open
+//! the closed segment (entries are appended as batches are, 16 KiB at a time), and at open
 //! for any closed segment that had to be scanned. It stands for its segment only when its
 //! trailer, CRC and entries add up to exactly the segment's length, and the last entry's
 //! header is byte for byte the one at the end of the segment; otherwise the segment is
@@ -33,8 +33,8 @@ pub(super) const ENTRY: usize = HEADER_LEN + 1;
 pub(super) const TRAILER: usize = 32;
 const MAGIC: &[u8; 8] = b"FSHDRS01";
 const SUFFIX: &str = ".headers";
-/// Entries are written to the file once this many bytes are buffered.
-const FLUSH_AT: usize = 64 * 1024;
+/// Entries are written to the file once this many bytes (about 260 entries) are buffered.
+const FLUSH_AT: usize = 16 * 1024;
 /// Entries read per `read` while replaying.
 const READ_CHUNK: usize = ENTRY * 16 * 1024;
 
@@ -70,13 +70,14 @@ fn marker_of(byte: u8) -> Result<Option<Marker>, String> {
     }
 }
 
-/// Writes the summary of one segment as its batches come. It never fails its caller: after
-/// an I/O error it logs a warning, removes its file and writes nothing more, so the segment
-/// is scanned at the next open.
+/// Writes the summary of one segment as its batches come, [`FLUSH_AT`] bytes at a time,
+/// opening the file only to write (a log holds no descriptor for it). It never fails its
+/// caller: after an I/O error it logs a warning, removes its file and writes nothing more,
+/// so the segment is scanned at the next open.
 pub(super) struct SummaryWriter {
     path: PathBuf,
-    /// `None` once the summary is given up.
-    file: Option<File>,
+    /// False once the summary is given up.
+    ok: bool,
     buf: Vec<u8>,
     written: u64,
     crc: u32,
@@ -86,27 +87,26 @@ pub(super) struct SummaryWriter {
 impl SummaryWriter {
     /// Starts the summary of the segment at `base` in `dir`, replacing any old one.
     pub(super) fn create(dir: &Path, base: i64) -> Self {
-        let path = path(dir, base);
-        let file = OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&path);
         let mut w = SummaryWriter {
-            path,
-            file: None,
+            path: path(dir, base),
+            ok: true,
             buf: Vec::new(),
             written: 0,
             crc: 0,
             count: 0,
         };
-        match file {
-            Ok(f) => w.file = Some(f),
-            Err(e) => {
-                tracing::warn!(file = %w.path.display(), "cannot create a segment summary, the segment will be scanned at open: {e}");
-            }
+        if let Err(e) = w.open(true) {
+            w.give_up(&e);
         }
         w
+    }
+
+    fn open(&self, truncate: bool) -> io::Result<File> {
+        OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(truncate)
+            .open(&self.path)
     }
 
     /// Adds a batch: `header` is its first [`HEADER_LEN`] bytes as stored.
@@ -114,21 +114,27 @@ impl SummaryWriter {
         let Some(header) = header.get(..HEADER_LEN) else {
             return self.give_up(&io::Error::other("batch header cut short"));
         };
-        if self.file.is_none() {
+        if !self.ok {
             return;
         }
         self.buf.extend_from_slice(header);
         self.buf.push(marker_byte(marker));
         self.count += 1;
         if self.buf.len() >= FLUSH_AT {
-            self.flush();
+            self.crc = crc32c::crc32c_append(self.crc, &self.buf);
+            self.write_buf();
         }
     }
 
-    fn flush(&mut self) {
-        let Some(file) = &self.file else { return };
-        self.crc = crc32c::crc32c_append(self.crc, &self.buf);
-        match file.write_all_at(&self.buf, self.written) {
+    /// Writes out what is buffered (its CRC already counted).
+    fn write_buf(&mut self) {
+        if !self.ok {
+            return;
+        }
+        let written = self
+            .open(false)
+            .and_then(|f| f.write_all_at(&self.buf, self.written));
+        match written {
             Ok(()) => self.written += self.buf.len() as u64,
             Err(e) => self.give_up(&e),
         }
@@ -138,28 +144,25 @@ impl SummaryWriter {
     /// Completes the summary of a segment of `segment_len` bytes (not fsynced: see the
     /// module docs).
     pub(super) fn finish(mut self, segment_len: u64) {
-        self.flush();
-        let Some(file) = &self.file else { return };
-        let mut trailer = [0u8; TRAILER];
-        trailer[..8].copy_from_slice(MAGIC);
-        trailer[8..16].copy_from_slice(&segment_len.to_be_bytes());
-        trailer[16..24].copy_from_slice(&self.count.to_be_bytes());
-        trailer[24..28].copy_from_slice(&self.crc.to_be_bytes());
-        if let Err(e) = file.write_all_at(&trailer, self.written) {
-            self.give_up(&e);
-        }
+        self.crc = crc32c::crc32c_append(self.crc, &self.buf);
+        self.buf.extend_from_slice(MAGIC);
+        self.buf.extend_from_slice(&segment_len.to_be_bytes());
+        self.buf.extend_from_slice(&self.count.to_be_bytes());
+        self.buf.extend_from_slice(&self.crc.to_be_bytes());
+        self.buf.extend_from_slice(&[0; 4]);
+        self.write_buf();
     }
 
     /// Removes the summary (its segment turned out damaged).
     pub(super) fn discard(mut self) {
-        self.file = None;
+        self.ok = false;
         if let Err(e) = fs::remove_file(&self.path) {
             tracing::debug!(file = %self.path.display(), "cannot remove a discarded segment summary: {e}");
         }
     }
 
     fn give_up(&mut self, e: &io::Error) {
-        if self.file.take().is_some() {
+        if std::mem::replace(&mut self.ok, false) {
             tracing::warn!(file = %self.path.display(), "cannot write a segment summary, the segment will be scanned at open: {e}");
         }
         self.buf = Vec::new();
