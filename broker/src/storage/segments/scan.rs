@@ -69,7 +69,8 @@ pub(super) fn apply(
         state.txns.apply(change);
     }
     segment.index_batch(h.base, pos, h.len, info.max_timestamp);
-    *state.next = h.base + i64::from(info.last_offset_delta) + 1;
+    // Saturating: the offsets come from a file (a damaged one must not overflow).
+    *state.next = h.base.saturating_add(i64::from(info.last_offset_delta) + 1);
 }
 
 /// Walks the batches of `segment` (file length `len`) from its start into `state`, and into

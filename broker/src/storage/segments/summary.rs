@@ -311,7 +311,9 @@ impl Walk {
             let mut header = [0u8; HEADER_LEN];
             header.copy_from_slice(&entry[..HEADER_LEN]);
             self.last = Some((self.pos, header));
-            self.next = h.base + i64::from(h.info.last_offset_delta) + 1;
+            self.next = h
+                .base
+                .saturating_add(i64::from(h.info.last_offset_delta) + 1);
             self.pos += h.len;
         }
         Ok(())

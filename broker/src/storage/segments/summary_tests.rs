@@ -273,3 +273,16 @@ fn removed_segments_take_their_summaries_with_them() {
     );
     assert_eq!(bases(".headers"), bases(SUFFIX));
 }
+
+#[test]
+fn a_damaged_base_offset_near_the_end_of_the_range_does_not_overflow_recovery() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("d");
+    let logs = three_closed_segments(&dir);
+    // The batch CRC does not cover the base offset: only the offsets' order can catch it.
+    let mut b = fs::read(&logs[3]).unwrap();
+    b[..8].copy_from_slice(&i64::MAX.to_be_bytes());
+    fs::write(&logs[3], b).unwrap();
+    let log = SegmentLog::open(dir.clone(), "t/0".into(), 200).unwrap();
+    assert_eq!(log.log_end_offset(), i64::MAX);
+}
