@@ -265,13 +265,18 @@ pub(crate) fn admit(
     if info.producer_id < 0 {
         return Ok((None, TxnChange::None));
     }
-    let marker = if info.control {
+    let producer = idempotence(entry, info, base)?;
+    Ok((Some(producer), txns.change(base, info, marker(b, info))))
+}
+
+/// The transaction marker batch `b` is, if it is a producer's control batch (the only
+/// markers the transaction index and the producers' state look at).
+pub(crate) fn marker(b: &[u8], info: &BatchInfo) -> Option<crate::control::Marker> {
+    if info.control && info.producer_id >= 0 {
         crate::control::marker_of(b)
     } else {
         None
-    };
-    let producer = idempotence(entry, info, base)?;
-    Ok((Some(producer), txns.change(base, info, marker)))
+    }
 }
 
 /// Idempotence decision for a batch that would be stored at `base`: `Ok(entry)` means

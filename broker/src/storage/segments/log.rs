@@ -321,12 +321,7 @@ impl Log for SegmentLog {
             .write_all_at(&head[..16], pos)
             .and_then(|()| w.active.write_all_at(&b[16..], pos + 16))
             .map_err(io_err(&w.active_path))?;
-        let marker = if info.control {
-            crate::control::marker_of(b)
-        } else {
-            None
-        };
-        w.summary.push(&head, marker);
+        w.summary.push(&head, crate::storage::marker(b, info));
         {
             let mut segments = self.segments.write().unwrap_or_else(|e| e.into_inner());
             if let Some(s) = segments.last_mut() {

@@ -14,7 +14,7 @@ use super::log::Segment;
 use super::summary::{self, Summary, SummaryWriter};
 use super::{io_err, SCAN_READ_AHEAD};
 use crate::batch;
-use crate::control::{self, Marker};
+use crate::control::Marker;
 use crate::error::StorageError;
 use crate::producer_state::{self, ProducerEntry};
 use crate::storage::txn_index::TxnIndex;
@@ -105,9 +105,10 @@ pub(super) fn scan(
                 return Ok(Some("CRC mismatch".into()));
             }
         }
-        let marker = if h.info.control && h.info.producer_id >= 0 {
+        // Only a control batch is read whole here.
+        let marker = if h.info.control {
             cur.get(pos, h.len, SCAN_READ_AHEAD)?
-                .and_then(|b| control::marker_of(&b))
+                .and_then(|b| crate::storage::marker(&b, &h.info))
         } else {
             None
         };
