@@ -254,7 +254,7 @@ pub(crate) fn high_watermarks(
     consumer: &KafkaConsumer,
     topic: &str,
 ) -> Result<Targets, KafkaError> {
-    tokio::task::block_in_place(|| {
+    off_the_workers(|| {
         let md = consumer.fetch_metadata(Some(topic), Duration::from_secs(30))?;
         let mut targets = Targets::new();
         for t in md.topics() {

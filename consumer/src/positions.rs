@@ -25,7 +25,7 @@ impl Loader {
     /// is logged: the offsets are still checked).
     pub(crate) fn ask_topic_id(&mut self) -> Option<String> {
         self.topic_checked = Instant::now();
-        let asked = tokio::task::block_in_place(|| {
+        let asked = crate::kafka::off_the_workers(|| {
             topic_id::topic_id(&*self.consumer, &self.cfg.topic, ASK_TIMEOUT)
         });
         match asked {
@@ -89,7 +89,7 @@ impl Loader {
 
     /// The partition's log as it is now, or `None` (logged) when the cluster cannot say.
     fn live(&self, partition: i32, topic_id: Option<String>) -> Option<Live> {
-        let asked = tokio::task::block_in_place(|| {
+        let asked = crate::kafka::off_the_workers(|| {
             self.consumer
                 .fetch_watermarks(&self.cfg.topic, partition, ASK_TIMEOUT)
         });
@@ -143,7 +143,7 @@ impl Loader {
 
     /// Seeks one partition; returns whether librdkafka accepted it.
     pub(crate) fn seek(&self, partition: i32, offset: Offset) -> bool {
-        let r = tokio::task::block_in_place(|| {
+        let r = crate::kafka::off_the_workers(|| {
             self.consumer
                 .seek(&self.cfg.topic, partition, offset, Duration::from_secs(5))
         });
